@@ -1,0 +1,163 @@
+"""Targets with exact answers: Gaussian mixtures (any dimension) and classic 2-D densities.
+
+A linear SDE maps a Gaussian mixture to a Gaussian mixture: component ``N(mu_k, diag(sd_k^2))`` becomes
+``N(a(t) mu_k, diag(a(t)^2 sd_k^2 + s(t)^2))`` at time ``t`` (``a``, ``s`` from the SDE's perturbation kernel).
+So the perturbed density ``p_t`` and its score are known in closed form, which is what every sampler and
+likelihood test here is checked against.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from sde_jax.sdes import SDE, check_batch
+
+__all__ = ["GaussianMixture", "PerturbedScore", "PerturbedLogProb"]
+
+
+@jax.tree_util.register_pytree_node_class
+class GaussianMixture:
+    """Mixture of diagonal Gaussians ``sum_k w_k N(mu_k, diag(sd_k^2))`` in ``d`` dimensions.
+
+    Args:
+      means: ``[K, d]`` component means.
+      stds: ``[K, d]`` (or ``[K]``, or scalar, broadcast) per-coordinate standard deviations, > 0.
+      weights: ``[K]`` mixture weights, >= 0; normalised to sum to one.
+
+    Example:
+      >>> gmm = GaussianMixture([[-2.0, -2.0], [2.0, 2.0]], 0.5, [0.2, 0.8])
+      >>> x = gmm.sample(jax.random.key(0), 1000)            # [1000, 2]
+      >>> score = gmm.perturbed_score(sde)(x, t)            # exact score of p_t
+    """
+
+    def __init__(self, means, stds, weights):
+        means = jnp.asarray(means, dtype=jnp.result_type(float))
+        if means.ndim != 2:
+            raise ValueError(f"means must have shape [K, d]; got shape {means.shape}.")
+        k, d = means.shape
+        stds = jnp.asarray(stds, dtype=means.dtype)
+        if stds.ndim == 1:
+            stds = stds[:, None]
+        try:
+            stds = jnp.broadcast_to(stds, (k, d))
+        except ValueError:
+            raise ValueError(f"stds must broadcast to [K, d] = {(k, d)}; got shape {stds.shape}.") from None
+        weights = jnp.asarray(weights, dtype=means.dtype)
+        if weights.shape != (k,):
+            raise ValueError(f"weights must have shape [K] = {(k,)}; got shape {weights.shape}.")
+        if not isinstance(stds, jax.core.Tracer) and bool(jnp.any(stds <= 0)):
+            raise ValueError(f"stds must be > 0; got {stds}.")
+        if not isinstance(weights, jax.core.Tracer):
+            if bool(jnp.any(weights < 0)) or not float(jnp.sum(weights)) > 0:
+                raise ValueError(f"weights must be >= 0 with a positive sum; got {weights}.")
+        self.means, self.stds, self.weights = means, stds, weights / jnp.sum(weights)
+
+    # A pytree whose unflattening bypasses __init__ (no re-validation or re-normalisation under jit).
+    def tree_flatten(self):
+        return (self.means, self.stds, self.weights), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        obj = object.__new__(cls)
+        obj.means, obj.stds, obj.weights = children
+        return obj
+
+    def __repr__(self):
+        return f"GaussianMixture(K={self.num_components}, d={self.dim})"
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def num_components(self) -> int:
+        return self.means.shape[0]
+
+    def _check_x(self, x):
+        if jnp.ndim(x) != 2 or jnp.shape(x)[1] != self.dim:
+            raise ValueError(f"x must have shape [B, {self.dim}]; got shape {jnp.shape(x)}.")
+
+    def sample(self, key, n, *, return_component=False):
+        """``n`` samples ``[n, d]`` (and their component indices ``[n]`` if ``return_component``)."""
+        key_comp, key_noise = jax.random.split(key)
+        comp = jax.random.choice(key_comp, self.num_components, (n,), p=self.weights)
+        z = jax.random.normal(key_noise, (n, self.dim), self.means.dtype)
+        x = self.means[comp] + self.stds[comp] * z
+        return (x, comp) if return_component else x
+
+    def component_log_probs(self, x):
+        """``log w_k + log N(x; mu_k, diag sd_k^2)`` for every component: ``[B, K]``."""
+        self._check_x(x)
+        diff = (x[:, None, :] - self.means[None]) / self.stds[None]
+        log_norm = -0.5 * self.dim * jnp.log(2 * jnp.pi) - jnp.sum(jnp.log(self.stds), axis=-1)
+        return jnp.log(self.weights) + log_norm - 0.5 * jnp.sum(diff**2, axis=-1)
+
+    def log_prob(self, x):
+        """Exact log-density ``[B]`` at ``x: [B, d]``."""
+        return jax.nn.logsumexp(self.component_log_probs(x), axis=-1)
+
+    def responsibilities(self, x):
+        """Posterior component probabilities ``p(k | x)``: ``[B, K]``."""
+        return jax.nn.softmax(self.component_log_probs(x), axis=-1)
+
+    def score(self, x):
+        """Exact score ``grad_x log p(x)``: ``[B, d]``, a responsibility-weighted sum of component scores."""
+        r = self.responsibilities(x)
+        comp_scores = -(x[:, None, :] - self.means[None]) / self.stds[None] ** 2
+        return jnp.sum(r[..., None] * comp_scores, axis=1)
+
+    def convolve(self, sigma):
+        """The mixture of ``x + sigma z``: every variance grows by ``sigma^2`` (``sigma`` scalar)."""
+        return GaussianMixture(self.means, jnp.sqrt(self.stds**2 + jnp.asarray(sigma) ** 2), self.weights)
+
+    def perturbed(self, sde: SDE, t):
+        """Per-example perturbed parameters at times ``t: [B]``: means ``[B, K, d]``, stds ``[B, K, d]``."""
+        a = sde.marginal_mean_coeff(t)[:, None, None]
+        s = sde.marginal_std(t)[:, None, None]
+        means = a * self.means[None]
+        stds = jnp.sqrt((a * self.stds[None]) ** 2 + s**2)
+        return means, stds
+
+    def _perturbed_component_terms(self, sde, x, t):
+        self._check_x(x)
+        check_batch(x, t)
+        means, stds = self.perturbed(sde, t)
+        diff = x[:, None, :] - means
+        log_norm = -0.5 * self.dim * jnp.log(2 * jnp.pi) - jnp.sum(jnp.log(stds), axis=-1)
+        logits = jnp.log(self.weights) + log_norm - 0.5 * jnp.sum((diff / stds) ** 2, axis=-1)
+        return logits, diff, stds
+
+    def perturbed_log_prob(self, sde: SDE):
+        """``log_prob_fn(x, t) -> [B]``: the exact log-density of the SDE's marginal ``p_t`` (a pytree)."""
+        return PerturbedLogProb(self, sde)
+
+    def perturbed_score(self, sde: SDE):
+        """``score_fn(x, t) -> [B, d]``: the exact score of ``p_t`` (a pytree, so passing a fresh one
+        to a jitted sampler does not recompile)."""
+        return PerturbedScore(self, sde)
+
+
+@struct.dataclass
+class PerturbedScore:
+    """Exact score of ``p_t`` for a Gaussian mixture under a linear SDE; call as ``score_fn(x, t)``."""
+
+    mixture: GaussianMixture
+    sde: SDE
+
+    def __call__(self, x, t):
+        logits, diff, stds = self.mixture._perturbed_component_terms(self.sde, x, t)
+        r = jax.nn.softmax(logits, axis=-1)
+        return jnp.sum(r[..., None] * (-diff / stds**2), axis=1)
+
+
+@struct.dataclass
+class PerturbedLogProb:
+    """Exact log-density of ``p_t`` for a Gaussian mixture under a linear SDE; call as ``f(x, t) -> [B]``."""
+
+    mixture: GaussianMixture
+    sde: SDE
+
+    def __call__(self, x, t):
+        logits, _, _ = self.mixture._perturbed_component_terms(self.sde, x, t)
+        return jax.nn.logsumexp(logits, axis=-1)
