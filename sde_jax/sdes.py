@@ -1,6 +1,6 @@
 """Linear SDEs for score-based generative modelling: VE, VP and sub-VP (Song et al. 2021).
 
-Each SDE is an immutable pytree (``flax.struct.dataclass``): its float hyper-parameters are leaves, so a
+Each SDE is an immutable pytree (a frozen dataclass): its float hyper-parameters are leaves, so a
 jitted function taking an SDE does not recompile when only their values change; ``N`` (the number of
 discretisation levels) fixes array shapes and is static.
 
@@ -35,7 +35,8 @@ import numbers
 
 import jax
 import jax.numpy as jnp
-from flax import struct
+
+from sde_jax._pytree import pytree_dataclass, static_field
 
 __all__ = [
     "SDE",
@@ -162,7 +163,7 @@ class SDE(abc.ABC):
         return drift * dt, g * math.sqrt(dt)
 
 
-@struct.dataclass
+@pytree_dataclass
 class VPSDE(SDE):
     """Variance-preserving SDE (the continuous limit of DDPM).
 
@@ -183,7 +184,7 @@ class VPSDE(SDE):
 
     beta_min: float = 0.1
     beta_max: float = 20.0
-    N: int = struct.field(pytree_node=False, default=1000)
+    N: int = static_field(default=1000)
 
     def __post_init__(self):
         _check_n(self.N)
@@ -237,7 +238,7 @@ class VPSDE(SDE):
         return self.alphas[self._index(t, index)]
 
 
-@struct.dataclass
+@pytree_dataclass
 class SubVPSDE(SDE):
     """The sub-VP SDE (Song et al. 2021, Eq. 12): VP's drift with a smaller diffusion.
 
@@ -251,7 +252,7 @@ class SubVPSDE(SDE):
 
     beta_min: float = 0.1
     beta_max: float = 20.0
-    N: int = struct.field(pytree_node=False, default=1000)
+    N: int = static_field(default=1000)
 
     def __post_init__(self):
         VPSDE.__post_init__(self)
@@ -283,7 +284,7 @@ class SubVPSDE(SDE):
         return self.alphas[self._index(t, index)]
 
 
-@struct.dataclass
+@pytree_dataclass
 class VESDE(SDE):
     """Variance-exploding SDE (the continuous limit of SMLD / NCSN).
 
@@ -300,7 +301,7 @@ class VESDE(SDE):
 
     sigma_min: float = 0.01
     sigma_max: float = 50.0
-    N: int = struct.field(pytree_node=False, default=1000)
+    N: int = static_field(default=1000)
 
     def __post_init__(self):
         _check_n(self.N)

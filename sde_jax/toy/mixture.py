@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
+from sde_jax._pytree import pytree_dataclass
 from sde_jax.sdes import SDE, check_batch
 
-__all__ = ["GaussianMixture", "PerturbedScore", "PerturbedLogProb"]
+__all__ = ["GaussianMixture", "NoiseConditionalScore", "PerturbedScore", "PerturbedLogProb"]
 
 
 @jax.tree_util.register_pytree_node_class
@@ -103,34 +103,36 @@ class GaussianMixture:
 
     def score(self, x):
         """Exact score ``grad_x log p(x)``: ``[B, d]``, a responsibility-weighted sum of component scores."""
-        r = self.responsibilities(x)
-        comp_scores = -(x[:, None, :] - self.means[None]) / self.stds[None] ** 2
-        return jnp.sum(r[..., None] * comp_scores, axis=1)
+        return _mixture_score(self.component_log_probs(x), x[:, None, :] - self.means[None], self.stds[None])
 
     def convolve(self, sigma):
         """The mixture of ``x + sigma z``: every variance grows by ``sigma^2`` (``sigma`` scalar)."""
         return GaussianMixture(self.means, jnp.sqrt(self.stds**2 + jnp.asarray(sigma) ** 2), self.weights)
 
-    def perturbed(self, sde: SDE, t):
-        """Per-example perturbed parameters at times ``t: [B]``: means ``[B, K, d]``, stds ``[B, K, d]``."""
-        a = sde.marginal_mean_coeff(t)[:, None, None]
-        s = sde.marginal_std(t)[:, None, None]
+    def _component_terms(self, x, a, s):
+        """Per-component logits ``[B, K]``, ``x - a mu_k`` ``[B, K, d]`` and stds ``[B, K, d]`` of the
+        mixture of ``a x_0 + s z`` for per-example ``a, s: [B]``."""
+        self._check_x(x)
+        a, s = a[:, None, None], s[:, None, None]
         means = a * self.means[None]
         stds = jnp.sqrt((a * self.stds[None]) ** 2 + s**2)
-        return means, stds
-
-    def _perturbed_component_terms(self, sde, x, t):
-        self._check_x(x)
-        check_batch(x, t)
-        means, stds = self.perturbed(sde, t)
         diff = x[:, None, :] - means
         log_norm = -0.5 * self.dim * jnp.log(2 * jnp.pi) - jnp.sum(jnp.log(stds), axis=-1)
         logits = jnp.log(self.weights) + log_norm - 0.5 * jnp.sum((diff / stds) ** 2, axis=-1)
         return logits, diff, stds
 
+    def _perturbed_component_terms(self, sde, x, t):
+        check_batch(x, t)
+        return self._component_terms(x, sde.marginal_mean_coeff(t), sde.marginal_std(t))
+
     def perturbed_log_prob(self, sde: SDE):
         """``log_prob_fn(x, t) -> [B]``: the exact log-density of the SDE's marginal ``p_t`` (a pytree)."""
         return PerturbedLogProb(self, sde)
+
+    def noise_conditional_score(self):
+        """``score_fn(x, sigma) -> [B, d]``: exact score of ``p * N(0, sigma^2 I)`` for per-example
+        ``sigma: [B]`` (the noise-conditional score that annealed Langevin dynamics needs)."""
+        return NoiseConditionalScore(self)
 
     def perturbed_score(self, sde: SDE):
         """``score_fn(x, t) -> [B, d]``: the exact score of ``p_t`` (a pytree, so passing a fresh one
@@ -138,7 +140,13 @@ class GaussianMixture:
         return PerturbedScore(self, sde)
 
 
-@struct.dataclass
+def _mixture_score(logits, diff, stds):
+    """Responsibility-weighted sum of component scores ``-(x - m_k) / v_k``."""
+    r = jax.nn.softmax(logits, axis=-1)
+    return jnp.sum(r[..., None] * (-diff / stds**2), axis=1)
+
+
+@pytree_dataclass
 class PerturbedScore:
     """Exact score of ``p_t`` for a Gaussian mixture under a linear SDE; call as ``score_fn(x, t)``."""
 
@@ -147,11 +155,22 @@ class PerturbedScore:
 
     def __call__(self, x, t):
         logits, diff, stds = self.mixture._perturbed_component_terms(self.sde, x, t)
-        r = jax.nn.softmax(logits, axis=-1)
-        return jnp.sum(r[..., None] * (-diff / stds**2), axis=1)
+        return _mixture_score(logits, diff, stds)
 
 
-@struct.dataclass
+@pytree_dataclass
+class NoiseConditionalScore:
+    """Exact score of ``p * N(0, sigma^2 I)`` for a Gaussian mixture; call as ``score_fn(x, sigma)``."""
+
+    mixture: GaussianMixture
+
+    def __call__(self, x, sigma):
+        check_batch(x, sigma, name_t="sigma")
+        logits, diff, stds = self.mixture._component_terms(x, jnp.ones_like(sigma), sigma)
+        return _mixture_score(logits, diff, stds)
+
+
+@pytree_dataclass
 class PerturbedLogProb:
     """Exact log-density of ``p_t`` for a Gaussian mixture under a linear SDE; call as ``f(x, t) -> [B]``."""
 
