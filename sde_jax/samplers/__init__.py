@@ -6,3 +6,18 @@ from sde_jax.samplers.predictors import PREDICTORS, Predictor, get_predictor
 
 __all__ = ["CORRECTORS", "Corrector", "PREDICTORS", "Predictor", "get_corrector", "get_predictor", "pc_sample",
            "time_grid"]
+from sde_jax.samplers.langevin import (  # noqa: E402
+    LangevinState,
+    MALAInfo,
+    MALAState,
+    annealed_langevin,
+    mala_init,
+    mala_step,
+    run_chain,
+    ula_init,
+    ula_step,
+)
+from sde_jax.samplers.ode import ode_sample, tweedie_denoise  # noqa: E402
+
+__all__ += ["LangevinState", "MALAInfo", "MALAState", "annealed_langevin", "mala_init", "mala_step", "run_chain",
+            "ula_init", "ula_step", "ode_sample", "tweedie_denoise"]

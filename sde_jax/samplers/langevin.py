@@ -1,0 +1,207 @@
+"""Langevin MCMC for a known score or log-density: ULA, MALA and annealed Langevin dynamics.
+
+Kernels follow blackjax's pattern: ``init(position, ...) -> State`` and
+``step(key, state, ..., step_size) -> (State, Info)``, pure functions over NamedTuple states; hyper-parameters
+are call arguments (traced), so a new step size does not recompile. Positions are batches of chains
+``[n, ...]``; the score / log-density functions see the whole batch. :func:`run_chain` drives any kernel
+with a ``lax.scan`` (one key per step by ``fold_in``), optionally keeping a thinned trajectory.
+
+ULA and MALA use the step convention ``x' = x + h score(x) + sqrt(2 h) z`` (Roberts & Tweedie 1996);
+annealed Langevin dynamics follows Song & Ermon 2019, Algorithm 1: ``x' = x + a/2 score + sqrt(a) z`` with
+``a_i = epsilon sigma_i^2 / sigma_L^2`` (so ``h = a/2``).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from sde_jax.samplers import _common as C
+from sde_jax.sdes import batch_broadcast, check_score
+
+__all__ = ["LangevinState", "MALAState", "MALAInfo", "ula_init", "ula_step", "mala_init", "mala_step",
+           "run_chain", "annealed_langevin"]
+
+
+class LangevinState(NamedTuple):
+    position: jax.Array  # [n, ...], float
+    score: jax.Array  # [n, ...], float: score at position
+
+
+class MALAState(NamedTuple):
+    position: jax.Array  # [n, ...], float
+    logdensity: jax.Array  # [n], float
+    score: jax.Array  # [n, ...], float: gradient of logdensity at position
+
+
+class MALAInfo(NamedTuple):
+    acceptance_rate: jax.Array  # [n], float: min(1, Metropolis-Hastings ratio)
+    is_accepted: jax.Array  # [n], bool
+
+
+def _noise(key, x):
+    return jax.random.normal(key, x.shape, x.dtype)
+
+
+def _sum_rest(v):
+    return jnp.sum(jnp.reshape(v, (v.shape[0], -1)), axis=-1)
+
+
+def _check_logdensity(lp, x):
+    if jnp.shape(lp) != jnp.shape(x)[:1]:
+        raise ValueError(f"logdensity_fn(x) must return shape [n] = {jnp.shape(x)[:1]}; got {jnp.shape(lp)}.")
+    return lp
+
+
+def ula_init(position, score_fn):
+    """State of ``n`` unadjusted Langevin chains; ``score_fn(x) -> [n, ...]``."""
+    position = jnp.asarray(position)
+    return LangevinState(position, check_score(score_fn(position), position))
+
+
+def ula_step(key, state, score_fn, step_size):
+    """Unadjusted Langevin algorithm: ``x' = x + h score(x) + sqrt(2h) z``.
+
+    Its stationary distribution is biased by O(h) from the target (no Metropolis correction).
+    Returns ``(state, None)``.
+    """
+    x = state.position
+    step_size = jnp.asarray(step_size, x.dtype)
+    x = x + step_size * state.score + jnp.sqrt(2.0 * step_size) * _noise(key, x)
+    return LangevinState(x, check_score(score_fn(x), x)), None
+
+
+def _value_and_score(logdensity_fn, x):
+    lp, vjp = jax.vjp(logdensity_fn, x)
+    lp = _check_logdensity(lp, x)
+    return lp, vjp(jnp.ones_like(lp))[0]
+
+
+def mala_init(position, logdensity_fn):
+    """State of ``n`` MALA chains; ``logdensity_fn(x) -> [n]`` (per-chain, unnormalised)."""
+    position = jnp.asarray(position)
+    return MALAState(position, *_value_and_score(logdensity_fn, position))
+
+
+def mala_step(key, state, logdensity_fn, step_size):
+    """Metropolis-adjusted Langevin algorithm (Roberts & Tweedie 1996), per chain.
+
+    Proposal ``y = x + h grad log p(x) + sqrt(2h) z``, accepted with probability
+
+    .. math:: \\min\\Big(1, \\frac{p(y)\\, q(x \\mid y)}{p(x)\\, q(y \\mid x)}\\Big), \\qquad
+        \\log q(y \\mid x) = -\\frac{\\|y - x - h \\nabla \\log p(x)\\|^2}{4h} + \\text{const},
+
+    so the target is exactly invariant. Returns ``(state, MALAInfo)``.
+    """
+    key_prop, key_acc = jax.random.split(key)
+    x = state.position
+    h = jnp.asarray(step_size, x.dtype)
+    y = x + h * state.score + jnp.sqrt(2.0 * h) * _noise(key_prop, x)
+    lp_y, score_y = _value_and_score(logdensity_fn, y)
+
+    def log_q(to, frm, score_frm):
+        return -_sum_rest((to - frm - h * score_frm) ** 2) / (4.0 * h)
+
+    log_ratio = lp_y + log_q(x, y, score_y) - state.logdensity - log_q(y, x, state.score)
+    log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
+    accept_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
+    accepted = jnp.log(jax.random.uniform(key_acc, accept_prob.shape, x.dtype)) < log_ratio
+
+    def pick(new, old):
+        return jnp.where(batch_broadcast(accepted, new), new, old)
+
+    new_state = MALAState(pick(y, x), jnp.where(accepted, lp_y, state.logdensity), pick(score_y, state.score))
+    return new_state, MALAInfo(accept_prob, accepted)
+
+
+def run_chain(key, step_fn, state, num_steps, *, trajectory_every=0):
+    """Run ``state, info = step_fn(key, state)`` for ``num_steps`` steps in a ``lax.scan``.
+
+    Args:
+      key: PRNG key; step ``k`` uses ``fold_in(key, k)``.
+      step_fn: ``step_fn(key, state) -> (state, info)``, e.g.
+        ``lambda k, s: mala_step(k, s, logdensity_fn, step_size)``.
+      state: initial state.
+      num_steps: number of steps (static).
+      trajectory_every: if > 0, also return the positions every that many steps
+        (``[num_steps // trajectory_every, n, ...]``); memory then grows with ``num_steps``.
+
+    Returns:
+      ``(state, infos)`` or ``(state, infos, trajectory)``; ``infos`` stacks the per-step infos.
+      Wrap the call in ``jax.jit`` (with ``step_fn`` closed over or static) to compile it once.
+    """
+    num_steps = C.check_positive_int("num_steps", num_steps)
+    every = C.check_positive_int("trajectory_every", trajectory_every, minimum=0)
+    if every and num_steps % every:
+        raise ValueError(f"num_steps ({num_steps}) must be a multiple of trajectory_every ({every}).")
+
+    def one(state, k):
+        return step_fn(jax.random.fold_in(key, k), state)
+
+    if not every:
+        return jax.lax.scan(one, state, jnp.arange(num_steps))
+
+    def block(state, b):
+        state, infos = jax.lax.scan(one, state, b * every + jnp.arange(every))
+        return state, (infos, state.position)
+
+    state, (infos, traj) = jax.lax.scan(block, state, jnp.arange(num_steps // every))
+    infos = jax.tree.map(lambda v: v.reshape((num_steps,) + v.shape[2:]), infos)
+    return state, infos, traj
+
+
+def annealed_langevin(key, score_fn, x0, sigmas, *, step_size=2e-5, n_steps_each=100, denoise=False):
+    """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1).
+
+    For noise levels ``sigma_1 > ... > sigma_L`` and ``a_i = epsilon sigma_i^2 / sigma_L^2``, run
+    ``n_steps_each`` updates ``x <- x + a_i/2 score(x, sigma_i) + sqrt(a_i) z`` at each level.
+
+    Args:
+      key: PRNG key.
+      score_fn: noise-conditional score ``score_fn(x, sigma) -> [n, ...]`` with ``sigma: [n]``.
+      x0: initial positions ``[n, ...]`` (e.g. uniform noise).
+      sigmas: ``[L]`` noise levels, decreasing.
+      step_size: ``epsilon`` (> 0).
+      n_steps_each: updates per level ``T``.
+      denoise: finish with ``x + sigma_L^2 score(x, sigma_L)`` (Tweedie's formula; Jolicoeur-Martineau et
+        al. 2021), one more evaluation.
+
+    Returns:
+      ``(x, nfe)`` with ``nfe = L * n_steps_each (+1)`` (a Python int).
+    """
+    n_each = C.check_positive_int("n_steps_each", n_steps_each)
+    sigmas = jnp.asarray(sigmas)
+    if sigmas.ndim != 1 or sigmas.shape[0] < 1:
+        raise ValueError(f"sigmas must be a 1-D array of noise levels; got shape {sigmas.shape}.")
+    if C.is_concrete(sigmas) and not (bool(jnp.all(sigmas > 0)) and bool(jnp.all(jnp.diff(sigmas) < 0))):
+        raise ValueError(f"sigmas must be positive and strictly decreasing; got {sigmas}.")
+    C.check_positive("step_size", step_size)
+    x0 = jnp.asarray(x0)
+    x = _ald_loop(key, score_fn, x0, sigmas.astype(x0.dtype), jnp.asarray(step_size, x0.dtype), n_each,
+                  bool(denoise))
+    return x, sigmas.shape[0] * n_each + int(bool(denoise))
+
+
+@eqx.filter_jit
+def _ald_loop(key, score_fn, x, sigmas, step_size, n_each, denoise):
+    batch = x.shape[0]
+
+    def level(x, inputs):
+        i, sigma = inputs
+        a = step_size * (sigma / sigmas[-1]) ** 2
+        sig = jnp.full((batch,), sigma)
+
+        def update(x, k):
+            score = check_score(score_fn(x, sig), x)
+            z = _noise(jax.random.fold_in(key, i * n_each + k), x)
+            return x + 0.5 * a * score + jnp.sqrt(a) * z, None
+
+        return jax.lax.scan(update, x, jnp.arange(n_each))[0], None
+
+    x, _ = jax.lax.scan(level, x, (jnp.arange(sigmas.shape[0]), sigmas))
+    if denoise:
+        sig = jnp.full((batch,), sigmas[-1])
+        x = x + sigmas[-1] ** 2 * check_score(score_fn(x, sig), x)
+    return x
