@@ -9,6 +9,7 @@ import sde_jax as sj
 from sde_jax.parallel import make_data_mesh
 from sde_jax.samplers import ode_sample
 from sde_jax.samplers.ode import adaptive_nfe
+from hlo_utils import collectives_in_loops
 from sampler_targets import MIXTURE, N_SAMPLES, WEIGHT_TOL, quality
 
 SDES = {"ve": (sj.VESDE(sigma_max=50.0), 1e-5), "vp": (sj.VPSDE(), 1e-3), "subvp": (sj.SubVPSDE(), 1e-3)}
@@ -89,11 +90,16 @@ def test_eight_devices_equal_one_device_without_communication():
     many, n8 = ode_sample(jax.random.key(3), sde, score, (32, 2), mesh=make_data_mesh(8))
     np.testing.assert_allclose(np.asarray(many), np.asarray(one), rtol=1e-5, atol=1e-5)
     assert int(n1) == int(n8)
-    # the compiled adaptive loop contains no cross-device collective
-    hlo = jax.jit(lambda k: ode_sample(k, sde, score, (32, 2), mesh=make_data_mesh(8))[0]).lower(
+    # The compiled adaptive loop contains no cross-device collective; as a control, the PC sampler's batch-mean
+    # Langevin step does all-reduce inside its loop, and the checker finds it.
+    mesh = make_data_mesh(8)
+    ode_hlo = jax.jit(lambda k: ode_sample(k, sde, score, (32, 2), mesh=mesh)[0]).lower(
         jax.random.key(3)).compile().as_text()
-    loop_bodies = [blk for blk in hlo.split("\n\n") if "while" in blk.split("\n")[0].lower() or "body" in blk.split("\n")[0].lower()]
-    assert loop_bodies and not any(op in blk for blk in loop_bodies for op in ("all-reduce", "all-gather", "collective-permute"))
+    pc_sde = sj.VPSDE(N=10)
+    pc_hlo = jax.jit(lambda k: sj.samplers.pc_sample(k, pc_sde, MIXTURE.perturbed_score(pc_sde), (32, 2), mesh=mesh)[0]
+                     ).lower(jax.random.key(3)).compile().as_text()
+    assert " while(" in ode_hlo and collectives_in_loops(ode_hlo) == []
+    assert "all-reduce" in collectives_in_loops(pc_hlo)
 
 
 def test_sample_independent_of_batch_mates():
