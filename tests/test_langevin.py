@@ -20,7 +20,8 @@ def test_plain_langevin_gets_weights_wrong_annealed_recovers_them():
     """Song & Ermon 2019, Fig. 3: exact scores, uniform initialisation on [-8, 8]^2, 5000 chains.
 
     ULA (h = 0.1, 1000 steps) keeps each chain in the basin it starts in: weights ~0.5/0.5.
-    ALD (sigmas geometric 20 -> 1, L = 10, T = 100, epsilon = 0.1) recovers 0.2/0.8. MC s.e. of a weight: 0.0057.
+    ALD (sigmas geometric 20 -> 1, L = 10, T = 300, epsilon = 0.1) recovers 0.2/0.8. MC s.e. of a weight: 0.0057.
+    (Song & Ermon's T = 100 leaves a measured bias of ~+0.015 on the small mode's weight; T = 300: ~+0.008.)
     """
     n = 5000
     x0 = _uniform_init(n)
@@ -30,11 +31,11 @@ def test_plain_langevin_gets_weights_wrong_annealed_recovers_them():
     ula_err = float(jnp.max(jnp.abs(mode_weights(state.position, FAR_MIXTURE.means) - FAR_MIXTURE.weights)))
     sigmas = jnp.exp(jnp.linspace(jnp.log(20.0), jnp.log(1.0), 10))
     x, nfe = annealed_langevin(jax.random.key(0), FAR_MIXTURE.noise_conditional_score(), x0, sigmas,
-                               step_size=0.1, n_steps_each=100)
+                               step_size=0.1, n_steps_each=300)
     ald_err = float(jnp.max(jnp.abs(mode_weights(x, FAR_MIXTURE.means) - FAR_MIXTURE.weights)))
     assert ula_err > 0.1, ula_err
     assert ald_err < 0.03, ald_err
-    assert nfe == 1000
+    assert nfe == 3000
 
 
 @pytest.mark.slow

@@ -1,0 +1,1 @@
+"""Runnable experiment modules (thin mains over ml_collections configs)."""
