@@ -1,5 +1,5 @@
 """sde_jax: score-based generative modelling through SDEs in JAX/Flax."""
-from sde_jax import toy
+from sde_jax import metrics, parallel, samplers, toy
 from sde_jax.sdes import (
     SDE,
     VESDE,
@@ -9,5 +9,7 @@ from sde_jax.sdes import (
     reverse_discretize,
     reverse_sde,
 )
+
+from sde_jax.samplers import annealed_langevin, mala_step, ode_sample, pc_sample, run_chain, ula_step
 
 __version__ = "0.1.0"
