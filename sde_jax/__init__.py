@@ -1,4 +1,5 @@
 """sde_jax: score-based generative modelling through SDEs in JAX/Flax."""
+from sde_jax import losses, training
 from sde_jax import metrics, parallel, samplers, toy
 from sde_jax.sdes import (
     SDE,
@@ -9,6 +10,7 @@ from sde_jax.sdes import (
     reverse_discretize,
     reverse_sde,
 )
+from sde_jax.likelihood import bits_per_dim, bits_per_dim_offset, decode_latent, log_likelihood
 
 from sde_jax.samplers import annealed_langevin, mala_step, ode_sample, pc_sample, run_chain, ula_step
 
