@@ -2,7 +2,8 @@
 
 ``dx/dt = f(x, t) - 1/2 g(t)^2 score(x, t)`` is integrated from ``t = T`` (a prior sample) down to ``eps``:
 
-* adaptively with diffrax (``"tsit5"`` or ``"dopri5"``, PID step-size controller, ``rtol``/``atol``). Each
+* adaptively with diffrax (``"tsit5"`` or ``"dopri5"``, PID step-size controller, ``rtol``/``atol``; its
+  forward-mode loop, which compiles faster and is not reverse-differentiable). Each
   example is its own ODE with its own step sizes (the solve is ``vmap``-ed over the batch), so a sample
   does not depend on its batch-mates, and under a mesh each device solves its shard with no cross-device
   communication inside the adaptive loop (``shard_map``);
@@ -137,7 +138,7 @@ def _solve_each(sde, score_fn, x, eps, rtol, atol, solver, max_steps):
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(vf), ADAPTIVE_SOLVERS[solver](), t0=jnp.asarray(sde.T, x1.dtype), t1=eps, dt0=None,
             y0=x1, stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps,
-            saveat=diffrax.SaveAt(t1=True))
+            saveat=diffrax.SaveAt(t1=True), adjoint=diffrax.ForwardMode())
         return sol.ys[0], sol.stats["num_steps"]
 
     y, steps = jax.vmap(one)(x)
