@@ -1,0 +1,1 @@
+"""Throughput benchmarks (never part of the test suite except smoke tests)."""

@@ -1,0 +1,27 @@
+"""python -m experiments.toy2d --workdir DIR [--config=experiments/toy2d/configs/FILE.py] [--config.field=value]"""
+import json
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments.toy2d import run
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, figures and metrics.json (resumed if present).",
+                    required=True)
+config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__), "configs", "default.py"),
+                                "Experiment configuration file (overrides: --config.field=value).")
+
+
+def main(argv):
+    del argv
+    m = run(FLAGS.config, FLAGS.workdir)
+    summary = {name: {k: s[k] for k in ("mode_weight_error", "energy_distance_ratio", "nfe", "passes")}
+               for name, s in m["samplers"].items()}
+    print(json.dumps({"samplers": summary, "score_error": m["score_error"], "wall_seconds": m["wall_seconds"],
+                      "workdir": FLAGS.workdir}, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,245 @@
+"""toy2d: train a score model on a 2-D Gaussian mixture, sample it with the PC and ODE samplers, and score
+everything against exact answers.
+
+Writes to ``workdir``:
+
+* ``samples.png``: true samples beside the PC-sampler and ODE-sampler samples (same number of points).
+* ``score_field.png``: the learned score field (EMA parameters) beside the exact score of ``p_t`` at three
+  times, arrows ``s(t) * score`` over the exact log-density.
+* ``loss.png``: the training loss (window means) against the step.
+* ``metrics.json``: per sampler the mode weights and their largest error, the energy distance to true
+  samples with the reference level of two independent true samples, and the number of score evaluations
+  (NFE); the score error of the learned model at initialisation and after training; timings.
+* ``checkpoints/`` (orbax; the latest for resume), ``train_history.csv``, ``config.json``.
+
+Running again with the same ``workdir`` resumes from the latest checkpoint (no work is repeated when the run
+had finished; sampling and evaluation are redone with the same keys, so the metrics are reproduced).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.toy2d import plots
+from sde_jax import metrics as M
+from sde_jax import samplers, training
+from sde_jax.toy import GaussianMixture
+
+__all__ = ["TARGETS", "get_target", "score_error", "score_errors", "train", "evaluate", "run", "Trained"]
+
+
+def _gmm5():
+    """Five modes with unequal weights and shapes, well separated (nearest-mean assignment is ~exact)."""
+    means = [[0.0, 0.0], [3.0, 0.0], [-3.0, 0.0], [0.0, 3.0], [0.0, -3.0]]
+    stds = [[0.4, 0.4], [0.35, 0.5], [0.5, 0.35], [0.3, 0.3], [0.45, 0.3]]
+    return GaussianMixture(means, stds, [0.3, 0.25, 0.2, 0.15, 0.1])
+
+
+def _gmm2():
+    """Two modes 0.2 / 0.8 (the classic mode-weight test of Song & Ermon 2019)."""
+    return GaussianMixture([[-2.5, -2.5], [2.5, 2.5]], 0.5, [0.2, 0.8])
+
+
+TARGETS = {"gmm5": _gmm5, "gmm2": _gmm2}
+"""``config.data.target`` -> a :class:`~sde_jax.toy.GaussianMixture` (exact score and perturbed score)."""
+
+
+def get_target(name: str) -> GaussianMixture:
+    if name not in TARGETS:
+        raise ValueError(f"data.target: unknown name {name!r}; valid names: {sorted(TARGETS)}.")
+    return TARGETS[name]()
+
+
+def score_error(score_fn, target: GaussianMixture, sde, key, n: int, eps: float) -> float:
+    """Weighted Fisher divergence per dimension, the learnable part of the DSM loss:
+
+    .. math::  \\frac1D\\,\\mathbb E_{t \\sim U(\\epsilon, T)}\\,\\mathbb E_{x \\sim p_t}\\,
+               s(t)^2\\,\\|s_\\theta(x, t) - \\nabla \\log p_t(x)\\|^2,
+
+    estimated with ``n`` stratified times and exact samples of ``p_t`` (fixed ``key``: comparable across
+    calls). ``p_t`` and its score are exact for a Gaussian mixture under a linear SDE.
+    """
+    return float(_score_error(score_fn, target, sde, key, n, eps))
+
+
+@functools.partial(jax.jit, static_argnums=(4,))
+def _score_error(score_fn, target, sde, key, n, eps):
+    key_x, key_z, key_u = jax.random.split(key, 3)
+    t = eps + (sde.T - eps) * (jnp.arange(n) + jax.random.uniform(key_u, (n,))) / n
+    x0 = target.sample(key_x, n)
+    mean, std = sde.marginal_prob(x0, t)
+    xt = mean + std[:, None] * jax.random.normal(key_z, x0.shape)
+    diff = score_fn(xt, t) - target.perturbed_score(sde)(xt, t)
+    return jnp.mean(std**2 * jnp.sum(diff**2, -1)) / target.dim
+
+
+def _sampling_sde(sde, config):
+    """The SDE the PC sampler steps through: continuous models get ``N = sampling.num_steps``; discrete ones
+    keep their training levels."""
+    if training.is_continuous(config):
+        return sde.replace(N=int(config.sampling.num_steps))
+    return sde
+
+
+def _sampler_metrics(x, true_x, target, ref_level, nfe, seconds, config):
+    weights = np.asarray(M.mode_weights(x, target.means))
+    ed = float(M.energy_distance(x, true_x))
+    err = float(np.max(np.abs(weights - np.asarray(target.weights))))
+    return {
+        "nfe": int(nfe),
+        "mode_weights": weights.round(4).tolist(),
+        "mode_weight_error": err,
+        "energy_distance": ed,
+        "energy_distance_ratio": ed / ref_level,
+        "passes": bool(err <= config.eval.max_mode_weight_error
+                       and ed <= config.eval.max_energy_distance_ratio * ref_level),
+        "wall_seconds": seconds,
+    }
+
+
+class Trained(NamedTuple):
+    """What :func:`train` hands to :func:`evaluate`."""
+
+    parts: training.Components
+    target: GaussianMixture
+    state: training.TrainState
+    history: dict
+    resumed_from: int | None
+    seconds: float
+
+
+def _keys(config):
+    names = ("init", "train", "pc", "ode", "true", "ref", "err")
+    return dict(zip(names, jax.random.split(jax.random.key(config.seed), len(names))))
+
+
+def train(config, workdir: str, *, progress: bool = True) -> Trained:
+    """Validate the config, then train (or resume) the score model; checkpoints go to ``workdir``."""
+    target = get_target(config.data.target)
+    # ESM trains against the exact score of p_t, which only a toy target has.
+    extra = {"target_score_fn": target.perturbed_score(training.build_sde(config.sde))} \
+        if config.training.loss == "esm" else {}
+    parts = training.build(config, workdir, **extra)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json(indent=2))
+    keys = _keys(config)
+    state = training.init_train_state(training.init_params(parts.model, keys["init"], (target.dim,)), parts.tx)
+    train_step = training.make_train_step(parts.loss_fn, parts.make_score_fn, parts.tx,
+                                          ema_rate=config.optim.ema_rate, ema_warmup=config.optim.ema_warmup,
+                                          schedule=parts.schedule)
+    batch_fn = training.sampler_batch_fn(target.sample, config.training.batch_size)
+    ckpt = training.Checkpointer(os.path.join(workdir, training.CHECKPOINT_DIR))
+    resumed_from = ckpt.latest_step()
+    ckpt.close()
+    t0 = time.perf_counter()
+    state, history = training.fit(
+        state, train_step, batch_fn, keys["train"], num_steps=config.training.num_steps, workdir=workdir,
+        steps_per_call=config.training.steps_per_call, checkpoint_every=config.training.checkpoint_every,
+        snapshot_every=config.training.snapshot_every or None, log_every=config.training.log_every,
+        mesh=parts.mesh, progress=progress)
+    return Trained(parts, target, state, history, resumed_from, time.perf_counter() - t0)
+
+
+def score_errors(config, trained: Trained) -> tuple[float, float]:
+    """:func:`score_error` of the initial parameters and of the trained EMA parameters (same keys)."""
+    parts, target, keys = trained.parts, trained.target, _keys(config)
+    init = training.init_params(parts.model, keys["init"], (target.dim,))  # re-derived: the state's were donated
+    ema = jax.device_put(trained.state.ema_params, jax.devices()[0])
+    n, eps = int(config.eval.score_error_samples), float(config.sampling.eps)
+    return (score_error(parts.make_score_fn(init), target, parts.sde, keys["err"], n, eps),
+            score_error(parts.make_score_fn(ema), target, parts.sde, keys["err"], n, eps))
+
+
+def loss_at_exact_score(config, trained: Trained, num_batches: int = 32) -> float | None:
+    """The training loss evaluated at the exact score of ``p_t`` (its minimum: the irreducible part), by
+    Monte Carlo over ``num_batches`` batches; ``None`` for the discrete losses (their noise levels are not
+    the SDE's marginals exactly)."""
+    if not training.is_continuous(config):
+        return None
+    parts, target = trained.parts, trained.target
+    exact, b = target.perturbed_score(parts.sde), int(config.training.batch_size)
+
+    def one(k):
+        return parts.loss_fn(exact, k, target.sample(jax.random.fold_in(k, 1), b))[0]
+
+    keys = jax.random.split(jax.random.fold_in(_keys(config)["err"], 1), num_batches)
+    return float(jnp.mean(jax.jit(jax.vmap(one))(keys)))
+
+
+def run(config, workdir: str, *, progress: bool = True) -> dict:
+    """Train (or resume), sample, evaluate and plot; returns the metrics written to ``metrics.json``."""
+    t_start = time.perf_counter()
+    trained = train(config, workdir, progress=progress)
+    return evaluate(config, workdir, trained, t_start=t_start)
+
+
+def evaluate(config, workdir: str, trained: Trained, *, t_start: float | None = None) -> dict:
+    """Sample with the PC and ODE samplers (EMA parameters, one device), compute the metrics, write the
+    figures and ``metrics.json``."""
+    t_start = time.perf_counter() if t_start is None else t_start
+    parts, target, state, history = trained.parts, trained.target, trained.state, trained.history
+    sde, keys = parts.sde, _keys(config)
+    score_fn = parts.make_score_fn(jax.device_put(state.ema_params, jax.devices()[0]))
+    eval_eps = float(config.sampling.eps)
+    err_init, err_final = score_errors(config, trained)
+    key_pc, key_ode, key_true, key_ref = keys["pc"], keys["ode"], keys["true"], keys["ref"]
+
+    n = int(config.sampling.num_samples)
+    shape = (n, target.dim)
+    true_x = target.sample(key_true, n)
+    ref = np.asarray(M.two_sample_reference(target.sample, key_ref, n, num_pairs=config.eval.num_reference_pairs))
+    ref_level = float(np.sqrt(np.mean(ref**2)))
+
+    s = config.sampling
+    t0 = time.perf_counter()
+    x_pc, nfe_pc = samplers.pc_sample(key_pc, _sampling_sde(sde, config), score_fn, shape, predictor=s.predictor,
+                                      corrector=s.corrector, snr=s.snr, n_corrector_steps=s.n_corrector_steps,
+                                      eps=s.eps, denoise=True)
+    x_pc = jax.block_until_ready(x_pc)
+    pc_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    x_ode, nfe_ode = samplers.ode_sample(key_ode, sde, score_fn, shape, solver=s.ode_solver, rtol=s.ode_rtol,
+                                         atol=s.ode_atol, eps=s.eps)
+    x_ode = jax.block_until_ready(x_ode)
+    ode_seconds = time.perf_counter() - t0
+
+    metrics = {
+        "target": config.data.target,
+        "true_mode_weights": np.asarray(target.weights).round(4).tolist(),
+        "sde": config.sde.name,
+        "loss": config.training.loss,
+        "num_samples": n,
+        "energy_distance_reference": {
+            "level": ref_level, "mean": float(ref.mean()), "std": float(ref.std(ddof=1)),
+            "num_pairs": int(config.eval.num_reference_pairs),
+            "definition": "root mean square of the unbiased energy distance between two independent true "
+                          "samples of num_samples points (its expectation is 0)"},
+        "samplers": {
+            "pc": _sampler_metrics(x_pc, true_x, target, ref_level, nfe_pc, pc_seconds, config),
+            "ode": _sampler_metrics(x_ode, true_x, target, ref_level, nfe_ode, ode_seconds, config),
+        },
+        "score_error": {
+            "init": err_init, "final": err_final, "reduction": err_init / err_final,
+            "definition": "E_t E_{x~p_t} s(t)^2 ||s_theta(x,t) - grad log p_t(x)||^2 / D, t ~ U(sampling.eps, T), "
+                          "EMA parameters"},
+        "training": {
+            "num_steps": int(state.step), "resumed_from_step": trained.resumed_from,
+            "final_loss": float(history["loss"][-1]) if len(history.get("loss", ())) else None,
+            "loss_at_exact_score": loss_at_exact_score(config, trained),
+            "wall_seconds_this_run": trained.seconds,
+            "num_devices": int(parts.mesh.size)},
+    }
+    plots.samples(os.path.join(workdir, "samples.png"), target, true_x, {"PC": x_pc, "ODE": x_ode}, metrics)
+    plots.score_field(os.path.join(workdir, "score_field.png"), target, sde, score_fn, eval_eps)
+    plots.loss(os.path.join(workdir, "loss.png"), history, config, metrics["training"]["loss_at_exact_score"])
+    metrics["wall_seconds"] = time.perf_counter() - t_start
+    with open(os.path.join(workdir, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    return metrics

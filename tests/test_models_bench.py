@@ -1,0 +1,17 @@
+"""Smoke test of the model benchmark: one repeat at batch 1 on a tiny NCSN++ (the real run is manual)."""
+import json
+
+from benchmarks import models_bench
+
+
+def test_models_bench_smoke(tmp_path):
+    records = models_bench.main([
+        "--out", str(tmp_path), "--config", "small/ncsnpp", "--batch-sizes", "1", "--repeats", "1",
+        "--set", "model.nf=8", "--set", "model.ch_mult=(1,)", "--set", "model.attn_resolutions=(8,)",
+        "--set", "data.image_size=8"])
+    saved = json.loads((tmp_path / "models_bench.json").read_text())
+    assert saved == json.loads(json.dumps(records))
+    (r,) = saved
+    assert r["batch"] == 1 and r["repeats"] == 1 and r["jax_version"] and r["device"]
+    for k in ("forward_compile_s", "forward_min_s", "forward_median_s", "fwd_bwd_min_s", "fwd_bwd_median_s"):
+        assert r[k] > 0

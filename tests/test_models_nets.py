@@ -1,0 +1,253 @@
+"""Whole networks on CPU: training steps of the small configs, jit + 8-device sharding, no cross-example
+ops, mixed precision, rematerialisation, class conditioning and the score_fn wrapper conventions.
+
+Only CPU-sized models run here: the ``small/*`` configs (32x32) for the training step and "tiny" variants
+(nf=8, two levels, 8x8 images) for the property checks, to keep compile times low.
+"""
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import sde_jax as sj
+from sde_jax.models import get_config, get_model, get_model_score_fn
+from sde_jax.parallel import make_data_mesh, shard_batch
+
+
+# XLA's CPU backend at optimisation level 0 compiles these conv nets 2-3x faster; the tests check numbers,
+# not speed.
+jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+
+
+@pytest.fixture
+def key():
+    # 'rbg' keys: Flax init compiles ~10x faster than with threefry on CPU; tests only need a fixed seed.
+    return jax.random.key(0, impl="rbg")
+
+
+def _tiny(name, **over):
+    cfg = get_config(name)
+    cfg.model.update(dict(nf=8, ch_mult=(1, 2), attn_resolutions=(8,)))
+    if cfg.model.name == "ddpm":
+        cfg.model.nf = 32          # DDPM's GroupNorm has 32 groups
+    cfg.model.update(over)
+    cfg.data.image_size = 8
+    return cfg
+
+
+def _labels(cfg, key, b):
+    """Labels in the convention of the config's training: sigma (VE continuous), 999 t (VP continuous) or
+    integer levels (discrete)."""
+    m = cfg.model
+    if cfg.training.continuous and cfg.training.sde == "vesde":
+        return jnp.exp(jax.random.uniform(key, (b,), minval=math.log(m.sigma_min), maxval=math.log(m.sigma_max)))
+    if cfg.training.continuous:
+        return 999.0 * jax.random.uniform(key, (b,), minval=1e-3)
+    return jax.random.randint(key, (b,), 0, m.num_scales).astype(jnp.float32)
+
+
+def _random_params(key, model, x, labels, scale=0.2, **kw):
+    """Parameters with the model's shapes filled by one random draw (no Flax-init compile): ones + noise for
+    normalisation scales, noise elsewhere. Enough for shape / invariance / equality checks."""
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, labels, **kw))
+    leaves, tree = jax.tree_util.tree_flatten_with_path(shapes)
+    sizes = [math.prod(s.shape) for _, s in leaves]
+    flat = scale * jax.random.normal(key, (sum(sizes),))
+    out, i = [], 0
+    for (path, s), n in zip(leaves, sizes):
+        v = flat[i:i + n].reshape(s.shape)
+        i += n
+        name = str(path[-1])
+        out.append(v + 1.0 if any(k in name for k in ("scale", "gamma", "alpha")) else v)
+    return jax.tree_util.tree_unflatten(tree, out)
+
+
+# --- one training step of each small config -----------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["small/ncsnpp", "small/ddpmpp", "small/ddpm", "small/ncsnv2"])
+def test_small_config_training_step_is_finite(key, name):
+    cfg = get_config(name)
+    model = get_model(cfg)
+    k_x, k_l, k_p, k_z, k_d = jax.random.split(key, 5)
+    x0 = jax.random.uniform(k_x, (2, 32, 32, 3))
+    labels = _labels(cfg, k_l, 2)
+    params = _random_params(k_p, model, x0, labels, scale=0.05)
+    opt = optax.adam(2e-4)
+    opt_state = opt.init(params)
+    m = cfg.model
+
+    def loss_fn(params, z):
+        if cfg.training.sde == "vesde":   # DSM on the score: || s sigma + z ||^2 (network divides by sigma)
+            sig = (labels if cfg.training.continuous
+                   else jnp.asarray(np.exp(np.linspace(np.log(m.sigma_max), np.log(m.sigma_min), m.num_scales)),
+                                    jnp.float32)[labels.astype(jnp.int32)])
+            out = model.apply(params, x0 + sig[:, None, None, None] * z, labels, train=True, rngs={"dropout": k_d})
+            return jnp.mean(jnp.sum((out * sig[:, None, None, None] + z) ** 2, axis=(1, 2, 3)))
+        xt = 0.8 * x0 + 0.6 * z           # noise prediction (DDPM): || eps_theta - z ||^2
+        out = model.apply(params, xt, labels, train=True, rngs={"dropout": k_d})
+        return jnp.mean(jnp.sum((out - z) ** 2, axis=(1, 2, 3)))
+
+    @jit
+    def step(params, opt_state, z):
+        loss, grads = jax.value_and_grad(loss_fn)(params, z)
+        updates, opt_state = opt.update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state, loss, optax.tree.norm(grads)
+
+    new_params, _, loss, gnorm = step(params, opt_state, jax.random.normal(k_z, x0.shape))
+    assert np.isfinite(loss) and np.isfinite(gnorm) and gnorm > 0
+    assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(new_params))
+
+
+# --- jit, sharding and per-example independence -------------------------------------------------------------
+@pytest.mark.parametrize("name", ["small/ncsnpp", "small/ddpm", "small/ncsnv2"])
+def test_jit_sharded_and_independent_of_batch_composition(key, name):
+    """A batch of 8 sharded over 8 devices; each example's output depends on that example only: permuting
+    the batch permutes the outputs and replacing half of the batch leaves the other half unchanged."""
+    cfg = _tiny(name)
+    model = get_model(cfg)
+    k_x, k_l, k_p, k_o = jax.random.split(key, 4)
+    x = jax.random.uniform(k_x, (8, 8, 8, 3))
+    labels = _labels(cfg, k_l, 8)
+    params = _random_params(k_p, model, x, labels)
+    mesh = make_data_mesh(8)
+    fwd = jit(model.apply)
+    perm = jnp.array([3, 7, 0, 5, 1, 6, 2, 4])
+    other = jax.random.uniform(k_o, (4, 8, 8, 3))
+
+    y = fwd(params, *shard_batch((x, labels), mesh))
+    y_perm = fwd(params, *shard_batch((x[perm], labels[perm]), mesh))
+    y_mixed = fwd(params, *shard_batch((jnp.concatenate([x[:4], other]), labels), mesh))
+    assert y.shape == x.shape and y.dtype == jnp.float32
+    assert len(y.sharding.device_set) == 8 and np.all(np.isfinite(y))
+    tol = 1e-5 * float(jnp.max(jnp.abs(y)))
+    np.testing.assert_allclose(y_perm, y[perm], rtol=1e-5, atol=tol)
+    np.testing.assert_allclose(y_mixed[:4], y[:4], rtol=1e-5, atol=tol)
+
+
+# --- mixed precision and rematerialisation ------------------------------------------------------------------
+def test_bfloat16_compute_matches_float32(key):
+    cfg = _tiny("small/ncsnpp", ch_mult=(1,))
+    m32 = get_model(cfg)
+    cfg.model.dtype = "bfloat16"
+    m16 = get_model(cfg)
+    k_x, k_l, k_p = jax.random.split(key, 3)
+    x = jax.random.uniform(k_x, (2, 8, 8, 3))
+    labels = _labels(cfg, k_l, 2)
+    params = _random_params(k_p, m32, x, labels)
+
+    @jit
+    def both(params):
+        return m32.apply(params, x, labels), m16.apply(params, x, labels)
+
+    y32, y16 = both(params)
+    assert y16.dtype == jnp.float32                    # outputs are returned in float32
+    rel = float(jnp.linalg.norm(y16 - y32) / jnp.linalg.norm(y32))
+    assert rel < 5e-2, rel                             # bfloat16 has an 8-bit mantissa (~4e-3 per op)
+
+
+def test_remat_gives_the_same_outputs_and_gradients(key):
+    cfg = _tiny("small/ncsnpp", ch_mult=(1,))
+    plain = get_model(cfg)
+    cfg.model.remat = True
+    remat = get_model(cfg)
+    k_x, k_l, k_p = jax.random.split(key, 3)
+    x = jax.random.uniform(k_x, (2, 8, 8, 3))
+    labels = _labels(cfg, k_l, 2)
+    params = _random_params(k_p, plain, x, labels)
+
+    @jit
+    def both(params):
+        return [jax.value_and_grad(lambda p: jnp.sum(m.apply(p, x, labels) ** 2))(params) for m in (plain, remat)]
+
+    (l1, g1), (l2, g2) = both(params)
+    np.testing.assert_allclose(l1, l2, rtol=1e-5)
+    # Recomputation may round differently in float32: compare against the largest gradient entry.
+    gmax = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(g1))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * gmax), g1, g2)
+
+
+# --- class conditioning ---------------------------------------------------------------------------------------
+def test_class_conditional_ncsnpp(key):
+    cfg = _tiny("small/ncsnpp", num_classes=3)
+    model = get_model(cfg)
+    k_x, k_l, k_p = jax.random.split(key, 3)
+    x = jax.random.uniform(k_x, (2, 8, 8, 3))
+    labels = _labels(cfg, k_l, 2)
+    params = _random_params(k_p, model, x, labels, class_labels=jnp.zeros(2, jnp.int32))
+    assert params["params"]["class_embed"]["embedding"].shape == (3, 32)
+
+    @jit
+    def run(params):
+        return [model.apply(params, x, labels, class_labels=jnp.full((2,), c, jnp.int32)) for c in (0, 2)]
+
+    a, b = run(params)
+    assert a.shape == x.shape and not np.allclose(a, b)
+    with pytest.raises(ValueError, match="class_labels"):
+        jax.eval_shape(model.apply, params, x, labels)
+
+
+# --- score_fn wrapper conventions ---------------------------------------------------------------------------
+def test_ve_continuous_score_fn_uses_sigma_labels_and_the_networks_own_scaling(key):
+    """VE + NCSN++ (Fourier, scale_by_sigma): label sigma(t), score = network output (it divided by sigma)."""
+    cfg = _tiny("small/ncsnpp")
+    sde = sj.VESDE(sigma_min=cfg.model.sigma_min, sigma_max=cfg.model.sigma_max, N=cfg.model.num_scales)
+    model = get_model(cfg)
+    cfg.model.scale_by_sigma = False
+    raw = get_model(cfg)
+    k_x, k_t, k_p = jax.random.split(key, 3)
+    x = jax.random.normal(k_x, (2, 8, 8, 3))
+    t = jnp.array([0.1, 0.9])
+    params = _random_params(k_p, model, x, sde.sigma(t))
+    score_fn = get_model_score_fn(sde, model, params, continuous=True)
+
+    @jit
+    def run(params):
+        return score_fn.replace(params=params)(x, t), raw.apply(params, x, sde.sigma(t))
+
+    s, out = run(params)
+    np.testing.assert_allclose(s, out / sde.sigma(t)[:, None, None, None], rtol=1e-5)
+
+
+def test_ve_discrete_score_fn_uses_level_labels(key):
+    """VE + NCSN++ (positional, discrete): label N-1-i with i = round(t (N-1)), sigma from the table."""
+    cfg = _tiny("ve/cifar10_ncsnpp", num_scales=10, sigma_max=5.0)
+    sde = sj.VESDE(sigma_min=0.01, sigma_max=5.0, N=10)
+    model = get_model(cfg)
+    cfg.model.scale_by_sigma = False
+    raw = get_model(cfg)
+    k_x, k_p = jax.random.split(key)
+    x = jax.random.normal(k_x, (2, 8, 8, 3))
+    t = jnp.array([0.0, 7.0 / 9.0])                   # levels i = 0 and 7
+    params = _random_params(k_p, model, x, jnp.zeros(2))
+    score_fn = get_model_score_fn(sde, model, params, continuous=False)
+    s, out = jit(lambda p: (score_fn.replace(params=p)(x, t), raw.apply(p, x, jnp.array([9.0, 2.0]))))(params)
+    sig = np.asarray(sde.discrete_sigmas)[[0, 7]]
+    np.testing.assert_allclose(s, out / sig[:, None, None, None], rtol=1e-5)
+    with pytest.raises(ValueError, match="sigma table"):
+        get_model_score_fn(sj.VESDE(sigma_min=0.01, sigma_max=50.0, N=10), model, params, continuous=False)
+
+
+@pytest.mark.parametrize("sde_name", ["vp", "subvp"])
+def test_vp_score_fn_is_minus_noise_prediction_over_std_with_999t_labels(key, sde_name):
+    cfg = _tiny("small/ddpmpp")
+    sde = sj.VPSDE() if sde_name == "vp" else sj.SubVPSDE()
+    model = get_model(cfg)
+    k_x, k_p = jax.random.split(key)
+    x = jax.random.normal(k_x, (2, 8, 8, 3))
+    t = jnp.array([0.05, 0.7])
+    params = _random_params(k_p, model, x, 999.0 * t)
+    score_fn = get_model_score_fn(sde, model, params, continuous=True)
+
+    @jit
+    def run(params):
+        return score_fn.replace(params=params)(x, t), model.apply(params, x, 999.0 * t)
+
+    s, out = run(params)
+    std = sde.marginal_std(t)[:, None, None, None]
+    np.testing.assert_allclose(s, -out / std, rtol=1e-5)
+    with pytest.raises(ValueError, match="scale_by_sigma"):
+        get_model_score_fn(sde, get_model(_tiny("small/ncsnpp")), params)
