@@ -560,10 +560,6 @@ def get_sde_score_matching_loss_fn(sde: SDE, *, method="ssm", likelihood_weighti
 # --------------------------------------------------------------------------------------------------
 # Registry: config names -> loss factories ``factory(sde, **options) -> loss_fn``
 # --------------------------------------------------------------------------------------------------
-def _dsm(sde, **kw):
-    return get_sde_loss_fn(sde, **kw)
-
-
 def _smld(sde, *, reduce_mean=False):
     return get_smld_loss_fn(sde, reduce_mean=reduce_mean)
 
@@ -573,7 +569,7 @@ def _ddpm(sde, *, reduce_mean=True):
 
 
 LOSSES = {
-    "dsm": _dsm,
+    "dsm": get_sde_loss_fn,
     "smld": _smld,
     "ddpm": _ddpm,
     "ism": functools.partial(get_sde_score_matching_loss_fn, method="ism"),

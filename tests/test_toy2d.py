@@ -28,6 +28,8 @@ def tiny(config, num_steps=200):
     config.sampling.ode_atol = 1e-3
     config.eval.num_reference_pairs = 4
     config.eval.score_error_samples = 2048
+    config.eval.nll_samples = 64
+    config.eval.nll_rtol = config.eval.nll_atol = 1e-4
     return config
 
 
@@ -47,6 +49,11 @@ def test_end_to_end_tiny_run_then_resume(tmp_path):
     assert m["energy_distance_reference"]["level"] > 0
     assert m["score_error"]["reduction"] > 5                     # already learning after 200 steps
     assert m["training"]["resumed_from_step"] is None and m["training"]["num_steps"] == 200
+    nll = m["nll"]
+    # The exact score through the likelihood ODE reproduces the closed-form NLL (solver + prior mismatch
+    # + eps = 1e-5 are below 0.01 nats); the 200-step model is worse than the truth but not absurdly so.
+    assert abs(nll["exact_score_ode_minus_true"]) < 0.01, nll
+    assert 0.0 < nll["model_minus_true"] < 2.0 and nll["nfe_model"] > 0, nll
 
     again = experiment.run(tiny(get_config()), workdir, progress=False)   # same workdir: resumes, no retraining
     assert again["training"]["resumed_from_step"] == 200 and again["training"]["num_steps"] == 200
@@ -91,3 +98,5 @@ def test_default_run_meets_its_targets(tmp_path):
         s = m["samplers"][name]
         assert s["mode_weight_error"] <= 0.05, (name, s)
         assert s["energy_distance"] <= 3.0 * m["energy_distance_reference"]["level"], (name, s)
+    assert abs(m["nll"]["exact_score_ode_minus_true"]) < 0.01, m["nll"]
+    assert m["nll"]["model_minus_true"] < 0.1, m["nll"]

@@ -83,4 +83,8 @@ def get_config():
     c.eval.score_error_samples = 8192
     c.eval.max_mode_weight_error = 0.05
     c.eval.max_energy_distance_ratio = 3.0
+    c.eval.nll_samples = 1000         # held-out target samples for the test NLL (model vs true)
+    c.eval.nll_eps = 1e-5             # the likelihood ODE starts at t = nll_eps (the paper's likelihood eps)
+    c.eval.nll_rtol = 1e-5
+    c.eval.nll_atol = 1e-5
     return c

@@ -1,0 +1,155 @@
+"""Markdown tables of a run's records, one table per group, and a summary of the issue's targets."""
+from __future__ import annotations
+
+__all__ = ["markdown", "TARGETS", "check_targets"]
+
+TARGETS = [
+    # (description, predicate on a record, minimum ratio)
+    ("PC sampler, toy MLP, batch >= 256", lambda r: r["group"] == "sampling" and r["entry_point"] == "pc_sample"
+     and r["network"] == "mlp" and (r["batch"] or 0) >= 256, 0.95),
+    ("ULA, toy MLP, batch >= 256", lambda r: r["group"] == "sampling" and r["entry_point"] == "run_chain(ula_step)"
+     and r["network"] == "mlp" and (r["batch"] or 0) >= 256, 0.95),
+    ("train step vs forward+backward, toy MLP, batch >= 256", lambda r: r["group"] == "training"
+     and r["network"] == "mlp" and (r["batch"] or 0) >= 256 and r.get("limit") is not None, 0.90),
+]
+
+
+def check_targets(records) -> list[dict]:
+    """For each ratio target: the cases it covers, which met it, which missed it, which were not reported."""
+    out = []
+    for desc, pred, minimum in TARGETS:
+        rs = [r for r in records if pred(r)]
+        out.append(dict(
+            target=f"{desc}: ratio >= {minimum}", cases=len(rs),
+            met=[r["id"] for r in rs if isinstance(r["ratio"], float) and r["ratio"] >= minimum],
+            missed=[(r["id"], round(r["ratio"], 3)) for r in rs if isinstance(r["ratio"], float) and r["ratio"] < minimum],
+            not_reported=[(r["id"], r["status"]) for r in rs if not isinstance(r["ratio"], float)]))
+    comp = [r for r in records if r["group"] == "compile"]
+    out.append(dict(
+        target="compile time within 20% from fewest to most steps", cases=len(comp),
+        met=[r["id"] for r in comp if r["extra"].get("compile_flat")],
+        missed=[(r["id"], round(r["extra"]["compile_growth"], 3)) for r in comp
+                if "compile_flat" in r["extra"] and not r["extra"]["compile_flat"]],
+        not_reported=[(r["id"], r["status"]) for r in comp if "compile_flat" not in r["extra"]]))
+    return out
+
+
+def _f(v, fmt="{:.3g}", none="–"):
+    return none if v is None else fmt.format(v)
+
+
+def _ms(s):
+    return _f(None if s is None else 1e3 * s, "{:.3f}")
+
+
+def _mib(b):
+    return _f(None if b is None else b / 2**20, "{:.2f}")
+
+
+def _status(r):
+    return r["status"] + (f" ({r['note']})" if r.get("note") and r["status"] != "ok" else "")
+
+
+def _rate(r, key):
+    thr = r.get("throughput") or {}
+    return _f(thr.get(key), "{:.4g}")
+
+
+def _sampling_rows(rs):
+    head = ("| case | batch | steps | NFE | min ms | median ms | spread | samples/s | evals/s | limit min ms | "
+            "ratio | ratio (median) | compile s | peak MiB | status |")
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rs:
+        t, lim = r.get("timing") or {}, r.get("limit") or {}
+        rows.append(f"| {r['id']} | {_f(r['batch'], '{}')} | {_f(r['num_steps'], '{}')} | {_f(r['nfe'], '{}')} | "
+                    f"{_ms(t.get('min_s'))} | {_ms(t.get('median_s'))} | {_f(t.get('spread'), '{:.0%}')} | "
+                    f"{_rate(r, 'samples_per_s')} | {_rate(r, 'evals_per_s')} | {_ms(lim.get('min_s'))} | "
+                    f"{_f(r['ratio'])} | {_f(r['ratio_median'])} | {_f(t.get('compile_s'), '{:.2f}')} | "
+                    f"{_mib((r.get('memory') or {}).get('peak_bytes'))} | {_status(r)} |")
+    return rows
+
+
+def _training_rows(rs):
+    head = ("| case | batch | steps/dispatch | devices | min ms | median ms | spread | examples/s | limit min ms | "
+            "ratio | compile s | check | status |")
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rs:
+        t, lim, ex = r.get("timing") or {}, r.get("limit") or {}, r.get("extra") or {}
+        check = ""
+        if "match" in ex:
+            check = (f"max param diff {ex['max_abs_param_diff_vs_1_device']:.2g}, "
+                     f"loss diff {ex['max_abs_loss_diff_vs_1_device']:.2g}: {'match' if ex['match'] else 'MISMATCH'}")
+        rows.append(f"| {r['id']} | {_f(r['batch'], '{}')} | {_f(r['num_steps'], '{}')} | "
+                    f"{(r.get('config') or {}).get('num_devices', 1)} | {_ms(t.get('min_s'))} | "
+                    f"{_ms(t.get('median_s'))} | {_f(t.get('spread'), '{:.0%}')} | {_rate(r, 'examples_per_s')} | "
+                    f"{_ms(lim.get('min_s'))} | {_f(r['ratio'])} | {_f(t.get('compile_s'), '{:.2f}')} | {check} | "
+                    f"{_status(r)} |")
+    return rows
+
+
+def _likelihood_rows(rs):
+    head = ("| case | batch | NFE | min ms | median ms | spread | examples/s | evals/s | forward-limit ratio | "
+            "compile s | status |")
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rs:
+        t = r.get("timing") or {}
+        rows.append(f"| {r['id']} | {_f(r['batch'], '{}')} | {_f(r['nfe'], '{}')} | {_ms(t.get('min_s'))} | "
+                    f"{_ms(t.get('median_s'))} | {_f(t.get('spread'), '{:.0%}')} | {_rate(r, 'examples_per_s')} | "
+                    f"{_rate(r, 'evals_per_s')} | {_f(r['ratio'])} | {_f(t.get('compile_s'), '{:.2f}')} | "
+                    f"{_status(r)} |")
+    return rows
+
+
+def _compile_rows(rs):
+    head = "| case | steps | compile s by steps | growth | peak MiB by steps | memory B/step | status |"
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rs:
+        ex = r.get("extra") or {}
+        comp = ex.get("compile_s_by_steps") or {}
+        mem = ex.get("peak_bytes_by_steps") or {}
+        rows.append(f"| {r['id']} | {', '.join(comp)} | {', '.join(_f(v, '{:.2f}') for v in comp.values())} | "
+                    f"{_f(ex.get('compile_growth'), '{:+.0%}')} | {', '.join(_mib(v) for v in mem.values())} | "
+                    f"{_f(ex.get('peak_bytes_per_step'), '{:.0f}')} | {_status(r)} |")
+    return rows
+
+
+def _models_rows(rs):
+    head = "| case | batch | fwd ms (min/med) | fwd+bwd ms (min/med) | compile s (fwd/bwd) | status |"
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rs:
+        ex = r.get("extra") or {}
+        rows.append(f"| {r['id']} | {_f(r['batch'], '{}')} | {_ms(ex.get('forward_min_s'))} / "
+                    f"{_ms(ex.get('forward_median_s'))} | {_ms(ex.get('fwd_bwd_min_s'))} / {_ms(ex.get('fwd_bwd_median_s'))}"
+                    f" | {_f(ex.get('forward_compile_s'), '{:.1f}')} / {_f(ex.get('fwd_bwd_compile_s'), '{:.1f}')} | "
+                    f"{_status(r)} |")
+    return rows
+
+
+_GROUPS = [("sampling", "Sampling (ratio = limit time / sampler time, same NFE, batch and dtype)", _sampling_rows),
+           ("training", "Training (ratio = bare forward+backward time / train-step time)", _training_rows),
+           ("likelihood", "Likelihood", _likelihood_rows),
+           ("compile", "Compile time and peak memory against the number of steps", _compile_rows),
+           ("models", "Image score networks (benchmarks.models_bench)", _models_rows)]
+
+
+def markdown(doc: dict) -> str:
+    m = doc["machine"]
+    v = m["versions"]
+    lines = [f"# sde_jax benchmarks: suite `{doc['suite']}`", "",
+             f"{m['date']} on `{m['host']}`: {m['backend']} ({m['device_kind']}, {m['device_count']} device(s)), "
+             f"{m['cpus_usable']}/{m['cpu_count']} CPUs, {m['processor']}; load average at start "
+             f"{doc.get('loadavg_start')}, at end {doc.get('loadavg_end')}. jax {v['jax']}, jaxlib {v['jaxlib']}, "
+             f"flax {v['flax']}, optax {v['optax']}, diffrax {v['diffrax']}, equinox {v['equinox']}; commit "
+             f"`{(m['git_commit'] or '?')[:12]}`{' (dirty tree)' if m['git_dirty'] else ''}. "
+             f"Wall time {doc['wall_s']:.0f} s.", ""]
+    for group, title, rows in _GROUPS:
+        rs = [r for r in doc["records"] if r["group"] == group]
+        if rs:
+            lines += [f"## {title}", "", *rows(rs), ""]
+    lines += ["## Targets", ""]
+    for t in check_targets(doc["records"]):
+        lines.append(f"- **{t['target']}** ({t['cases']} cases): {len(t['met'])} met"
+                     + (f"; missed: {', '.join(f'`{i}` ({v})' for i, v in t['missed'])}" if t["missed"] else "")
+                     + (f"; not reported: {', '.join(f'`{i}` ({s})' for i, s in t['not_reported'])}"
+                        if t["not_reported"] else ""))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,57 @@
+"""Suites: which cases run, at which sizes. ``smoke`` (a few tiny cases, 1 repeat; the test suite runs it),
+``quick`` (every case kind on the toy MLP, a few minutes on 2 CPU cores), ``full`` (the sweeps: batch 1 to
+4096, steps 10 to 10,000, plus the image-model benchmark)."""
+from __future__ import annotations
+
+from benchmarks.cases import PC_PAIRS
+
+__all__ = ["SUITES"]
+
+SUITES = {
+    "smoke": dict(
+        network="mlp-tiny", repeats=1, min_repeats=1, max_spread=float("inf"), retries=0, budget_s=0.0,
+        pc_batches=[8], pc_batch_steps=4,
+        ula_batches=[8], ula_batch_steps=10,
+        train_batches=[8], train_k=[2],
+        compile_steps=[10, 100], compile_trials=1, compile_batch=8, compile_entry_points=["ula"],
+    ),
+    "quick": dict(
+        network="mlp", repeats=5, min_repeats=3, max_spread=0.2, retries=1, budget_s=3.0,
+        pc_pairs=PC_PAIRS, pairs_batch=256, pairs_steps=20,
+        pc_batches=[1, 16, 256, 1024], pc_batch_steps=20,
+        pc_steps=[10, 100], pc_steps_batch=256,
+        ode=[("euler", 20), ("heun", 20), ("tsit5", None)], ode_batches=[256], ode_tol=1e-3,
+        ula_batches=[1, 256, 1024], ula_batch_steps=100,
+        mala_batches=[256], mala_steps=100,
+        ald_batches=[256], ald=(10, 5),
+        train_batches=[256, 1024], train_k=[1, 10],
+        multidevice=dict(batch=256, k=5, timeout=300),
+        lik_batches=[64], lik_divergences=["exact", "hutchinson"], lik_tol=1e-3,
+        compile_steps=[100, 10000], compile_trials=2, compile_batch=256,
+        compile_entry_points=["pc_sample", "ode_sample_euler", "ula", "ula_trajectory", "make_train_fn"],
+        extra_batches=[1, 8], extra_steps=10,
+    ),
+    "full": dict(
+        network="mlp", repeats=7, min_repeats=3, max_spread=0.1, retries=1, budget_s=20.0,
+        pc_pairs=PC_PAIRS, pairs_batch=256, pairs_steps=100,
+        pc_batches=[1, 4, 16, 64, 256, 1024, 4096], pc_batch_steps=100,
+        pc_steps=[10, 100, 1000, 10000], pc_steps_batch=256,
+        pc_none_batches=[1, 256, 4096],
+        ode=[("euler", 100), ("heun", 100), ("tsit5", None), ("dopri5", None)], ode_batches=[1, 256, 4096],
+        ode_tol=1e-5,
+        ula_batches=[1, 4, 16, 64, 256, 1024, 4096], ula_batch_steps=1000,
+        ula_steps=[10, 100, 1000, 10000], ula_steps_batch=256,
+        mala_batches=[1, 256, 4096], mala_steps=1000,
+        ald_batches=[1, 256, 4096], ald=(10, 100),
+        train_batches=[64, 256, 1024, 4096], train_k=[1, 10, 100],
+        multidevice=dict(batch=256, k=10, timeout=600),
+        lik_batches=[64, 256], lik_divergences=["exact", "hutchinson"], lik_tol=1e-5,
+        compile_steps=[100, 1000, 10000], compile_trials=2, compile_batch=256,
+        models=dict(config="small/ncsnpp", batch_sizes=[1, 8]),
+        extra_batches=[1, 8, 32], extra_steps=100,
+    ),
+}
+"""Suite name -> parameters. ``network``: the default network spec; ``repeats``/``min_repeats``/``budget_s``:
+timed calls per program (fewer for long cases, never below ``min_repeats``); ``max_spread``/``retries``:
+the stability gate. Other keys are read by the case runners (``cases``, ``train_cases``, ``compile_cases``);
+``extra_*`` size the sampling cases of networks given with ``--network``."""

@@ -1,0 +1,84 @@
+"""Smoke run of the benchmark entry point, so it does not rot (the real runs are manual:
+``python -m benchmarks.run --suite quick --out DIR``): schema of the JSON, positive ratios, the Markdown
+table; and the stability gate that refuses to report a case whose timings spread too much."""
+import itertools
+import json
+import math
+import time
+
+import pytest
+
+from benchmarks import run
+from benchmarks.common import Context, measure
+from benchmarks.timing import summarize
+
+RECORD_KEYS = {"schema_version", "suite", "id", "group", "entry_point", "network", "network_description",
+               "network_params", "batch", "num_steps", "nfe", "dtype", "config", "timing", "memory", "limit",
+               "ratio", "ratio_median", "throughput", "status", "note", "extra", "loadavg", "machine"}
+MACHINE_KEYS = {"host", "os", "python", "processor", "cpu_count", "cpus_usable", "backend", "device_kind",
+                "device_count", "versions", "git_commit", "git_dirty", "xla_flags", "date"}
+TIMING_KEYS = {"compile_s", "trace_lower_s", "xla_compile_s", "repeats", "min_s", "median_s", "max_s", "spread"}
+
+
+def _positive(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    doc = run.main(["--suite", "smoke", "--out", str(out)])
+    return out, doc
+
+
+def test_smoke_json_schema(smoke):
+    out, doc = smoke
+    saved = json.loads((out / "benchmarks.json").read_text())
+    assert saved == json.loads(json.dumps(doc))
+    assert saved["schema_version"] == 1 and saved["suite"] == "smoke"
+    assert MACHINE_KEYS <= set(saved["machine"])
+    assert saved["machine"]["versions"]["jax"] and saved["machine"]["cpu_count"] >= 1
+    recs = saved["records"]
+    assert {r["group"] for r in recs} == {"sampling", "training", "compile"}
+    assert len({r["id"] for r in recs}) == len(recs)
+    for r in recs:
+        assert RECORD_KEYS <= set(r), r["id"]
+        # Compile-time targets can be missed on a loaded machine (noise); nothing may error.
+        assert r["status"] == "ok" or (r["group"] == "compile" and r["status"] == "target_missed"), \
+            (r["id"], r["note"])
+        assert r["schema_version"] == 1 and r["machine"] == saved["machine"]
+
+
+def test_smoke_ratios_and_timings(smoke):
+    _, doc = smoke
+    measured = [r for r in doc["records"] if r["group"] in ("sampling", "training")]
+    assert len(measured) >= 3
+    for r in measured:
+        assert _positive(r["ratio"]) and _positive(r["ratio_median"]), r["id"]
+        assert TIMING_KEYS <= set(r["timing"])
+        assert all(_positive(r["timing"][k]) for k in ("compile_s", "min_s", "median_s")), r["id"]
+        assert _positive(r["limit"]["min_s"]) and _positive(r["memory"]["peak_bytes"])
+    for r in doc["records"]:
+        if r["group"] == "sampling":
+            assert r["nfe"] == r["limit"]["nfe"] and _positive(r["throughput"]["samples_per_s"])
+            assert r["extra"]["limit_output_finite"]
+    (comp,) = [r for r in doc["records"] if r["group"] == "compile"]
+    assert set(comp["extra"]["compile_s_by_steps"]) == {"10", "100"}
+    assert all(_positive(v) for v in comp["extra"]["peak_bytes_by_steps"].values())
+
+
+def test_smoke_markdown(smoke):
+    out, doc = smoke
+    md = (out / "benchmarks.md").read_text()
+    assert "## Sampling" in md and "## Training" in md and "## Targets" in md
+    assert all(r["id"] in md for r in doc["records"])
+
+
+def test_unstable_case_is_not_reported():
+    ctx = Context(suite="t", params={}, repeats=6, max_spread=0.05, retries=1, budget_s=1.0, machine={},
+                  log=lambda m: None)
+    delays = itertools.cycle([0.001, 0.004])
+    sums, status, note = measure(ctx, {"run": lambda: time.sleep(next(delays))})
+    assert status == "unstable" and "not reported" in note and sums["run"]["spread"] > 0.05
+    ok = summarize([1.0, 1.1, 1.0])
+    assert ok["min_s"] == 1.0 and ok["median_s"] == 1.0 and ok["spread"] == 0.0 and ok["repeats"] == 3
