@@ -13,6 +13,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["sinusoidal_embedding", "GaussianFourierProjection"]
 
@@ -41,8 +42,11 @@ def sinusoidal_embedding(timesteps, embedding_dim: int, max_positions: float = 1
     if half < 2:
         raise ValueError(f"embedding_dim must be at least 4; got {embedding_dim}.")
     scale = math.log(max_positions) / (half - 1)
-    freqs = jnp.exp(jnp.arange(half, dtype=jnp.float32) * -scale)
-    args = timesteps.astype(jnp.float32)[:, None] * freqs[None, :]
+    # A NumPy constant (float32, as the paper's code computes it): jnp-computed frequencies are hoisted out of a
+    # sampler's loop once per call site and not merged, which keeps XLA from sharing the embedding between two
+    # evaluations at the same t (see sde_jax.models.mlp.sinusoidal_embedding).
+    freqs = np.exp(np.arange(half, dtype=np.float32) * np.float32(-scale))
+    args = timesteps.astype(jnp.float32)[:, None] * jnp.asarray(freqs)[None, :]
     emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=1)
     if embedding_dim % 2 == 1:
         emb = jnp.pad(emb, [(0, 0), (0, 1)])
