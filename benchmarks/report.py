@@ -1,7 +1,7 @@
 """Markdown tables of a run's records, one table per group, and a summary of the issue's targets."""
 from __future__ import annotations
 
-__all__ = ["markdown", "TARGETS", "check_targets"]
+__all__ = ["markdown", "summary", "TARGETS", "check_targets"]
 
 TARGETS = [
     # (description, predicate on a record, minimum ratio)
@@ -153,3 +153,41 @@ def markdown(doc: dict) -> str:
                      + (f"; not reported: {', '.join(f'`{i}` ({s})' for i, s in t['not_reported'])}"
                         if t["not_reported"] else ""))
     return "\n".join(lines) + "\n"
+
+
+def summary(doc: dict) -> str:
+    """The compact table of the README's Performance section: one row per timed case with its ratio."""
+    m = doc["machine"]
+    lines = [f"Suite `{doc['suite']}`, {m['date'][:10]}, commit `{(m['git_commit'] or '?')[:12]}`: {m['backend']} "
+             f"({m['device_kind']}), {m['cpus_usable']} CPUs, load average {doc.get('loadavg_start')} at start; "
+             f"jax {m['versions']['jax']}.", "",
+             "| case | batch | steps | NFE | min ms | throughput | ratio |", "|---|---|---|---|---|---|---|"]
+    for r in doc["records"]:
+        if r["group"] not in ("sampling", "training", "likelihood"):
+            continue
+        thr = r.get("throughput") or {}
+        rate = next((f"{thr[k]:.3g} {unit}" for k, unit in (("samples_per_s", "samples/s"),
+                                                             ("examples_per_s", "examples/s")) if k in thr), "–")
+        t = r.get("timing") or {}
+        ratio = _f(r["ratio"], "{:.2f}") if r["status"] == "ok" else r["status"]
+        lines.append(f"| {r['id']} | {_f(r['batch'], '{}')} | {_f(r['num_steps'], '{}')} | {_f(r['nfe'], '{}')} | "
+                     f"{_f(t.get('min_s') and 1e3 * t['min_s'], '{:.1f}')} | {rate} | {ratio} |")
+    comp = [r for r in doc["records"] if r["group"] == "compile"]
+    if comp:
+        growth = ", ".join(f"{r['entry_point']} {r['extra'].get('compile_growth', 0):+.0%}" for r in comp)
+        lines += ["", f"Compile time from {min(int(k) for k in comp[0]['extra']['compile_s_by_steps'])} to "
+                      f"{max(int(k) for k in comp[0]['extra']['compile_s_by_steps'])} steps: {growth}."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description="Print the Markdown report (or the README summary) of a run.")
+    ap.add_argument("json", help="benchmarks.json written by python -m benchmarks.run")
+    ap.add_argument("--summary", action="store_true", help="the compact table of the README's Performance section")
+    args = ap.parse_args()
+    with open(args.json) as f:
+        doc = json.load(f)
+    print(summary(doc) if args.summary else markdown(doc), end="")

@@ -32,7 +32,7 @@ from sde_jax import likelihood, samplers, training
 from sde_jax import metrics as M
 from sde_jax.toy import GaussianMixture
 
-__all__ = ["TARGETS", "get_target", "score_error", "score_errors", "test_nll", "train", "evaluate", "run",
+__all__ = ["TARGETS", "get_target", "score_error", "score_errors", "heldout_nll", "train", "evaluate", "run",
            "Trained"]
 
 
@@ -174,7 +174,7 @@ def loss_at_exact_score(config, trained: Trained, num_batches: int = 32) -> floa
     return float(jnp.mean(jax.jit(jax.vmap(one))(keys)))
 
 
-def test_nll(config, score_fn, target: GaussianMixture, sde) -> dict:
+def heldout_nll(config, score_fn, target: GaussianMixture, sde) -> dict:
     """Test-set negative log-likelihood (nats per example) of the model against the target's true one.
 
     ``config.eval.nll_samples`` fresh target samples (a key of their own, never seen in training) are
@@ -279,7 +279,7 @@ def evaluate(config, workdir: str, trained: Trained, *, t_start: float | None = 
             "loss_at_exact_score": loss_at_exact_score(config, trained),
             "wall_seconds_this_run": trained.seconds,
             "num_devices": int(parts.mesh.size)},
-        "nll": test_nll(config, score_fn, target, sde),
+        "nll": heldout_nll(config, score_fn, target, sde),
     }
     plots.samples(os.path.join(workdir, "samples.png"), target, true_x, {"PC": x_pc, "ODE": x_ode}, metrics)
     plots.score_field(os.path.join(workdir, "score_field.png"), target, sde, score_fn, eval_eps)
