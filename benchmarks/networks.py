@@ -215,14 +215,16 @@ def fwd_bwd_step(apply: Callable) -> Callable:
 
 def fwd_bwd_limit(apply: Callable, n: int) -> Callable:
     """``n`` forward + backward passes in a ``lax.scan``. The carry is a scalar ``s`` that shifts the next
-    batch and labels (``x + s``, ``labels + s``) and absorbs a reduction of every gradient leaf, so every pass
-    depends on the previous one and no gradient can be dropped."""
+    batch and labels (``x + s``, ``labels + s``) and absorbs the sum of squares of every gradient leaf, so every
+    pass depends on the previous one and every gradient entry must be computed. (A plain ``sum`` of a weight
+    gradient ``A^T B`` lets XLA rewrite it as a product of column sums and skip the outer product, a third of
+    the backward pass: that limit was ~12% too fast for the toy MLP.)"""
     grad = fwd_bwd_step(apply)
 
     def limit(params, x, labels):
         def one(s, _):
             g = grad(params, x + s, labels + s)
-            total = sum(jnp.sum(leaf.astype(jnp.float32)) for leaf in jax.tree.leaves(g))
+            total = sum(jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in jax.tree.leaves(g))
             return s + 1e-30 * total, None
 
         return jax.lax.scan(one, jnp.zeros((), x.dtype), None, length=n)[0]
