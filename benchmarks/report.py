@@ -155,28 +155,43 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summary(doc: dict) -> str:
-    """The compact table of the README's Performance section: one row per timed case with its ratio."""
-    m = doc["machine"]
-    lines = [f"Suite `{doc['suite']}`, {m['date'][:10]}, commit `{(m['git_commit'] or '?')[:12]}`: {m['backend']} "
-             f"({m['device_kind']}), {m['cpus_usable']} CPUs, load average {doc.get('loadavg_start')} at start; "
-             f"jax {m['versions']['jax']}.", "",
-             "| case | batch | steps | NFE | min ms | throughput | ratio |", "|---|---|---|---|---|---|---|"]
-    for r in doc["records"]:
+def summary(docs) -> str:
+    """The compact table of the README's Performance section: one row per timed case; with several runs of
+    the same suite (a list of documents), the ratio of each run and their median, since on a small shared
+    machine one run's ratios move by +-0.1."""
+    docs = [docs] if isinstance(docs, dict) else list(docs)
+    first, m = docs[0], docs[0]["machine"]
+    runs = [{r["id"]: r for r in d["records"]} for d in docs]
+    loads = ", ".join(str(d.get("loadavg_start", ["?"])[0]) for d in docs)
+    lines = [f"Suite `{first['suite']}`, {len(docs)} run(s) on {m['date'][:10]}, commit `{(m['git_commit'] or '?')[:12]}`: "
+             f"{m['backend']} ({m['device_kind']}), {m['cpus_usable']} CPUs, 1-minute load at start {loads}; "
+             f"jax {m['versions']['jax']}. Time and throughput from the first run; `unstable`: spread over the "
+             f"gate, not reported.", "",
+             "| case | batch | steps | NFE | min ms | throughput | ratio per run | median ratio |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in first["records"]:
         if r["group"] not in ("sampling", "training", "likelihood"):
             continue
         thr = r.get("throughput") or {}
         rate = next((f"{thr[k]:.3g} {unit}" for k, unit in (("samples_per_s", "samples/s"),
                                                              ("examples_per_s", "examples/s")) if k in thr), "–")
         t = r.get("timing") or {}
-        ratio = _f(r["ratio"], "{:.2f}") if r["status"] == "ok" else r["status"]
+        same = [run.get(r["id"]) for run in runs]
+        ratios = [x["ratio"] if x and x["status"] == "ok" else None for x in same]
+        per_run = " / ".join(_f(v, "{:.2f}", x["status"] if x and x["status"] != "ok" else "–")
+                             for v, x in zip(ratios, same))
+        ok = sorted(v for v in ratios if isinstance(v, float))
+        med = (ok[len(ok) // 2] if len(ok) % 2 else 0.5 * (ok[len(ok) // 2 - 1] + ok[len(ok) // 2])) if ok else None
         lines.append(f"| {r['id']} | {_f(r['batch'], '{}')} | {_f(r['num_steps'], '{}')} | {_f(r['nfe'], '{}')} | "
-                     f"{_f(t.get('min_s') and 1e3 * t['min_s'], '{:.1f}')} | {rate} | {ratio} |")
-    comp = [r for r in doc["records"] if r["group"] == "compile"]
+                     f"{_f(t.get('min_s') and 1e3 * t['min_s'], '{:.1f}')} | {rate} | {per_run} | "
+                     f"{_f(med, '{:.2f}')} |")
+    comp = [r for r in first["records"] if r["group"] == "compile"]
     if comp:
-        growth = ", ".join(f"{r['entry_point']} {r['extra'].get('compile_growth', 0):+.0%}" for r in comp)
-        lines += ["", f"Compile time from {min(int(k) for k in comp[0]['extra']['compile_s_by_steps'])} to "
-                      f"{max(int(k) for k in comp[0]['extra']['compile_s_by_steps'])} steps: {growth}."]
+        steps = [int(k) for k in comp[0]["extra"]["compile_s_by_steps"]]
+        growth = "; ".join(
+            f"{r['entry_point']} " + " / ".join(_f((run.get(r["id"]) or {}).get("extra", {}).get("compile_growth"),
+                                                   "{:+.0%}") for run in runs) for r in comp)
+        lines += ["", f"Compile-time growth from {min(steps)} to {max(steps)} steps, per run: {growth}."]
     return "\n".join(lines) + "\n"
 
 
@@ -185,9 +200,12 @@ if __name__ == "__main__":
     import json
 
     ap = argparse.ArgumentParser(description="Print the Markdown report (or the README summary) of a run.")
-    ap.add_argument("json", help="benchmarks.json written by python -m benchmarks.run")
+    ap.add_argument("json", nargs="+", help="benchmarks.json files written by python -m benchmarks.run "
+                                            "(several runs of one suite: --summary shows each run's ratio)")
     ap.add_argument("--summary", action="store_true", help="the compact table of the README's Performance section")
     args = ap.parse_args()
-    with open(args.json) as f:
-        doc = json.load(f)
-    print(summary(doc) if args.summary else markdown(doc), end="")
+    docs = []
+    for path in args.json:
+        with open(path) as f:
+            docs.append(json.load(f))
+    print(summary(docs) if args.summary else "\n".join(markdown(d) for d in docs), end="")

@@ -82,3 +82,19 @@ def test_unstable_case_is_not_reported():
     assert status == "unstable" and "not reported" in note and sums["run"]["spread"] > 0.05
     ok = summarize([1.0, 1.1, 1.0])
     assert ok["min_s"] == 1.0 and ok["median_s"] == 1.0 and ok["spread"] == 0.0 and ok["repeats"] == 3
+
+
+def test_readme_summary_reports_each_run_and_the_median(smoke):
+    from benchmarks.report import summary
+    _, doc = smoke
+    other = json.loads(json.dumps(doc))
+    timed = [r for r in other["records"] if r["group"] in ("sampling", "training") and r["ratio"]]
+    timed[0]["ratio"] *= 2.0                      # a deep copy: doc keeps its own ratio
+    timed[1]["status"], timed[1]["ratio"] = "unstable", None
+    table = summary([doc, other, doc])
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    r0 = next(r for r in doc["records"] if r["id"] == timed[0]["id"])
+    assert rows[r0["id"]].endswith(f"| {r0['ratio']:.2f} / {2 * r0['ratio']:.2f} / {r0['ratio']:.2f} | {r0['ratio']:.2f} |")
+    r1 = next(r for r in doc["records"] if r["id"] == timed[1]["id"])
+    assert f"{r1['ratio']:.2f} / unstable / {r1['ratio']:.2f}" in rows[r1["id"]]
+    assert "3 run(s)" in table and "Compile-time growth" in table
