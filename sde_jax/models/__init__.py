@@ -1,5 +1,6 @@
 """Flax Linen score networks and the wrappers that turn their outputs into ``score_fn(x, t)``."""
-from sde_jax.models.mlp import GaussianFourierProjection, ScoreMLP, sinusoidal_embedding
+from sde_jax.models.embeddings import GaussianFourierProjection, sinusoidal_embedding
+from sde_jax.models.mlp import ScoreMLP
 from sde_jax.models.wrappers import ScoreFn, get_score_fn, noise_std, time_labels
 from sde_jax.models.configs import CONFIGS, config_names, get_config
 from sde_jax.models.ddpm import DDPM

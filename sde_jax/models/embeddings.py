@@ -9,6 +9,7 @@ References:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -18,7 +19,7 @@ import numpy as np
 __all__ = ["sinusoidal_embedding", "GaussianFourierProjection"]
 
 
-def sinusoidal_embedding(timesteps, embedding_dim: int, max_positions: float = 10000.0):
+def sinusoidal_embedding(timesteps, embedding_dim: int, max_positions: float = 10000.0, dtype=jnp.float32):
     """Sinusoidal embedding of (possibly fractional) time steps.
 
     .. math::
@@ -31,9 +32,11 @@ def sinusoidal_embedding(timesteps, embedding_dim: int, max_positions: float = 1
     Args:
       timesteps: ``[B]`` time labels (``t * 999`` or integer levels in the paper's code).
       embedding_dim: output width ``D >= 4`` (``h - 1`` must be positive).
+      max_positions: the longest period.
+      dtype: computation and output dtype (float32, as the paper's code; the toy MLP passes its data dtype).
 
     Returns:
-      ``[B, D]`` float32.
+      ``[B, D]`` in ``dtype``.
     """
     timesteps = jnp.asarray(timesteps)
     if timesteps.ndim != 1:
@@ -45,8 +48,9 @@ def sinusoidal_embedding(timesteps, embedding_dim: int, max_positions: float = 1
     # A NumPy constant (float32, as the paper's code computes it): jnp-computed frequencies are hoisted out of a
     # sampler's loop once per call site and not merged, which keeps XLA from sharing the embedding between two
     # evaluations at the same t (see sde_jax.models.mlp.sinusoidal_embedding).
-    freqs = np.exp(np.arange(half, dtype=np.float32) * np.float32(-scale))
-    args = timesteps.astype(jnp.float32)[:, None] * jnp.asarray(freqs)[None, :]
+    np_dtype = np.dtype(dtype)
+    freqs = np.exp(np.arange(half, dtype=np_dtype) * np_dtype.type(-scale))
+    args = timesteps.astype(dtype)[:, None] * jnp.asarray(freqs, dtype)[None, :]
     emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=1)
     if embedding_dim % 2 == 1:
         emb = jnp.pad(emb, [(0, 0), (0, 1)])
@@ -63,16 +67,18 @@ class GaussianFourierProjection(nn.Module):
     Attributes:
       embedding_size: number of frequencies ``m``; output width ``2 m``.
       scale: standard deviation of ``W`` (16 in the paper's NCSN++ configs).
+      dtype: computation and output dtype (float32, as the paper's code).
 
     ``x: [B] -> [B, 2 m]`` (NCSN++ feeds ``log sigma``).
     """
 
     embedding_size: int = 256
     scale: float = 1.0
+    dtype: Any = jnp.float32   # computation dtype (W is stored in float32)
 
     @nn.compact
     def __call__(self, x):
         w = self.param("W", nn.initializers.normal(stddev=self.scale), (self.embedding_size,), jnp.float32)
-        w = jax.lax.stop_gradient(w)
-        proj = x.astype(jnp.float32)[:, None] * w[None, :] * (2 * jnp.pi)
+        w = jax.lax.stop_gradient(w).astype(self.dtype)
+        proj = x.astype(self.dtype)[:, None] * w[None, :] * (2 * jnp.pi)
         return jnp.concatenate([jnp.sin(proj), jnp.cos(proj)], axis=-1)

@@ -9,57 +9,20 @@ discrete level) and how the output becomes a score is the wrapper's business
   ``c = log(labels)``, what NCSN++ feeds for VE noise levels ``sigma(t)``.
 * ``"sinusoidal"``: the Transformer/DDPM positional embedding of ``c = labels`` (Vaswani et al. 2017;
   Ho et al. 2020), ``[sin(c w_k), cos(c w_k)]`` with ``w_k = max_positions^{-k/(h-1)}``, ``h = dim/2``.
+
+Both are the image networks' embeddings (:mod:`sde_jax.models.embeddings`), computed in the data's dtype.
 """
 from __future__ import annotations
 
-import math
-
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
-import numpy as np
 
-__all__ = ["ScoreMLP", "GaussianFourierProjection", "sinusoidal_embedding", "EMBEDDINGS", "ACTIVATIONS"]
+from sde_jax.models.embeddings import GaussianFourierProjection, sinusoidal_embedding
+
+__all__ = ["ScoreMLP", "EMBEDDINGS", "ACTIVATIONS"]
 
 ACTIVATIONS = {"silu": nn.silu, "swish": nn.silu, "relu": nn.relu, "gelu": nn.gelu, "softplus": nn.softplus,
                "elu": nn.elu, "tanh": jnp.tanh}
-
-
-def sinusoidal_embedding(labels, dim: int, max_positions: float = 10_000.0):
-    """DDPM/Transformer sinusoidal embedding of ``labels: [B]`` -> ``[B, dim]`` (``dim`` even).
-
-    ``[sin(c w_0), ..., sin(c w_{h-1}), cos(c w_0), ...]`` with ``w_k = exp(-k log(max_positions) / (h - 1))``
-    (the paper's ``layers.get_timestep_embedding``).
-    """
-    if dim % 2 or dim < 4:
-        raise ValueError(f"embed_dim must be even and >= 4 for the sinusoidal embedding; got {dim}.")
-    half = dim // 2
-    # A NumPy constant, not jnp ops: XLA hoists jnp-computed frequencies out of a sampler's loop once per call
-    # site and then does not merge the copies, which kept it from sharing the label embedding between the
-    # corrector's and the predictor's evaluation at the same t (measured: 2 label MLPs per PC step instead of 1).
-    freqs = np.exp(-math.log(max_positions) * np.arange(half, dtype=np.float64) / (half - 1))
-    arg = labels[:, None] * jnp.asarray(freqs, labels.dtype)[None]
-    return jnp.concatenate([jnp.sin(arg), jnp.cos(arg)], axis=-1)
-
-
-class GaussianFourierProjection(nn.Module):
-    """Random Fourier features ``[sin(2 pi c W), cos(2 pi c W)]``, ``W ~ N(0, scale^2)`` (not trained).
-
-    ``W`` is a ``params`` entry (as in NCSN++) but receives no gradient (``stop_gradient``).
-    """
-
-    embed_dim: int = 64
-    scale: float = 16.0
-
-    @nn.compact
-    def __call__(self, c):
-        if self.embed_dim % 2:
-            raise ValueError(f"embed_dim must be even for Fourier features; got {self.embed_dim}.")
-        w = self.param("W", nn.initializers.normal(stddev=self.scale), (self.embed_dim // 2,))
-        w = jax.lax.stop_gradient(w).astype(c.dtype)
-        arg = 2.0 * jnp.pi * c[:, None] * w[None]
-        return jnp.concatenate([jnp.sin(arg), jnp.cos(arg)], axis=-1)
-
 
 EMBEDDINGS = ("fourier", "sinusoidal")
 
@@ -106,9 +69,13 @@ class ScoreMLP(nn.Module):
         labels = labels.astype(x.dtype)
         c = jnp.log(labels) if self.log_labels else labels
         if self.embedding == "fourier":
-            emb = GaussianFourierProjection(self.embed_dim, self.fourier_scale)(c)
+            if self.embed_dim % 2:
+                raise ValueError(f"embed_dim must be even for Fourier features; got {self.embed_dim}.")
+            emb = GaussianFourierProjection(self.embed_dim // 2, self.fourier_scale, dtype=c.dtype)(c)
         else:
-            emb = sinusoidal_embedding(c, self.embed_dim, self.max_positions)
+            if self.embed_dim % 2 or self.embed_dim < 4:
+                raise ValueError(f"embed_dim must be even and >= 4 for the sinusoidal embedding; got {self.embed_dim}.")
+            emb = sinusoidal_embedding(c, self.embed_dim, self.max_positions, dtype=c.dtype)
         emb = nn.Dense(4 * self.embed_dim)(emb)
         emb = nn.Dense(4 * self.embed_dim)(act(emb))
         h = nn.Dense(self.hidden)(x)
