@@ -251,3 +251,16 @@ def test_vp_score_fn_is_minus_noise_prediction_over_std_with_999t_labels(key, sd
     np.testing.assert_allclose(s, -out / std, rtol=1e-5)
     with pytest.raises(ValueError, match="scale_by_sigma"):
         get_model_score_fn(sde, get_model(_tiny("small/ncsnpp")), params)
+
+
+def test_plain_wrapper_refuses_to_rescale_a_network_that_scales_by_sigma():
+    """get_score_fn's VE default ('scaled': out / sigma) would divide a scale_by_sigma network's output twice."""
+    from sde_jax.models import get_score_fn
+    sde = sj.VESDE(sigma_min=0.01, sigma_max=50.0)
+    for name in ("ve/cifar10_ncsnpp_continuous", "ve/ncsnv2/cifar10"):
+        model = get_model(_tiny(name))
+        with pytest.raises(ValueError, match="get_model_score_fn"):
+            get_score_fn(sde, model.apply, None)
+        assert get_score_fn(sde, model.apply, None, parameterization="score").parameterization == "score"
+    mlp = sj.models.ScoreMLP()
+    assert get_score_fn(sde, mlp.apply, None).parameterization == "scaled"

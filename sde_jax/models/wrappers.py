@@ -163,6 +163,10 @@ def get_score_fn(sde: SDE, apply_fn: Callable, params, *, continuous=True, param
     Returns:
       a :class:`ScoreFn`.
 
+    Raises:
+      ValueError: unknown parameterization; a network bound in ``apply_fn`` that scales by sigma itself
+        (NCSN++/DDPM ``scale_by_sigma``, NCSNv2) with a parameterization other than ``"score"``.
+
     Example:
       >>> model = ScoreMLP()
       >>> params = model.init(key, x, jnp.ones(x.shape[0]))
@@ -174,5 +178,13 @@ def get_score_fn(sde: SDE, apply_fn: Callable, params, *, continuous=True, param
     parameterization = default_parameterization(sde) if parameterization is None else parameterization
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"parameterization must be one of {sorted(PARAMETERIZATIONS)}; got {parameterization!r}.")
+    module = getattr(apply_fn, "__self__", None)   # model.apply is bound to its module
+    if module is not None and parameterization != "score":
+        from sde_jax.models.registry import scales_by_sigma   # lazy: the registry imports this module
+        if scales_by_sigma(module):
+            raise ValueError(
+                f"{type(module).__name__} divides its output by sigma itself (scale_by_sigma), so its output is "
+                f"already the score; parameterization {parameterization!r} would rescale it again. Use "
+                f"parameterization='score' or sde_jax.models.get_model_score_fn (the paper's conventions).")
     return ScoreFn(params=params, sde=sde, apply_fn=apply_fn, continuous=bool(continuous),
                    parameterization=parameterization, apply_kwargs=tuple(sorted(apply_kwargs.items())), rngs=rngs)
