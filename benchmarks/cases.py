@@ -13,9 +13,9 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 import sde_jax as sj
+from sde_jax._pytree import pytree_dataclass, static_field
 from benchmarks.common import Context, guarded, limit_entry, measure, record
 from benchmarks.networks import Network, forward_limit, logdensity_from, value_grad_limit
 from benchmarks.timing import aot_compile
@@ -37,7 +37,7 @@ ULA_TIME = 0.5  # ULA / MALA target: the network at a fixed time
 # Pytree adapters: the network's parameters stay traced arguments (no constants baked into programs).
 
 
-@struct.dataclass
+@pytree_dataclass
 class FixedTimeScore:
     """``score(x) = score_fn(x, t)`` at a fixed time ``t`` (for ULA, whose score has no time argument)."""
 
@@ -48,25 +48,25 @@ class FixedTimeScore:
         return self.score_fn(x, jnp.full(x.shape[:1], self.t, x.dtype))
 
 
-@struct.dataclass
+@pytree_dataclass
 class NoiseConditionalScore:
     """``score(x, sigma) = apply(params, x, sigma) / sigma`` (NCSN's scaled output; annealed Langevin)."""
 
     params: Any
-    apply: Callable = struct.field(pytree_node=False)
+    apply: Callable = static_field()
 
     def __call__(self, x, sigma):
         out = self.apply(self.params, x, sigma)
         return out / jnp.reshape(sigma, sigma.shape + (1,) * (x.ndim - 1))
 
 
-@struct.dataclass
+@pytree_dataclass
 class NetworkLogDensity:
     """``logp(x) = -1/2 ||apply(params, x, labels)||^2`` per chain (MALA needs a log-density)."""
 
     params: Any
     labels: jax.Array  # [n], float
-    apply: Callable = struct.field(pytree_node=False)
+    apply: Callable = static_field()
 
     def __call__(self, x):
         return logdensity_from(self.apply)(self.params, x, self.labels)
@@ -163,13 +163,11 @@ def ald_program(net: Network, batch: int, num_levels: int, n_each: int):
     sigmas = jnp.geomspace(10.0, 0.01, num_levels).astype(jnp.float32)
     score = NoiseConditionalScore(net.params, net.apply)
 
-    # sigmas is an argument (traced): annealed_langevin's value check on a *constant* sigmas array fails
-    # under jax.jit (TracerBoolConversionError), see benchmarks/README.md.
-    def fn(key, score, x0, sigmas):
+    def fn(key, score, x0):
         return sj.annealed_langevin(key, score, x0, sigmas, step_size=2e-5, n_steps_each=n_each)[0]
 
     # Labels are sigma_i, constant over each level's n_each evaluations: the limit's offsets are the sigmas.
-    return Program(fn=fn, args=(jax.random.key(1), score, _x0(net, batch), sigmas), nfe=num_levels * n_each,
+    return Program(fn=fn, args=(jax.random.key(1), score, _x0(net, batch)), nfe=num_levels * n_each,
                    layout=lambda n: (num_levels, n_each), labels=jnp.zeros((), jnp.float32),
                    samples=batch, offsets=sigmas)
 

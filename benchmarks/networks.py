@@ -83,7 +83,7 @@ def mlp_network(data_dim: int = 2, *, name: str = "mlp", **kwargs) -> Network:
     desc = (f"ScoreMLP(hidden={model.hidden}, num_layers={model.num_layers}, embed_dim={model.embed_dim}), "
             f"D={data_dim}, VPSDE")
     return Network(name=name, description=desc, apply=model.apply, params=params, data_shape=(data_dim,),
-                   make_sde=lambda n: sj.VPSDE(N=n), make_score_fn=lambda sde, p: get_score_fn(sde, model.apply, p),
+                   make_sde=lambda n: sj.VPSDE(N=n), make_score_fn=lambda sde, p: get_score_fn(sde, model, p),
                    num_params=_count(params), kind="mlp")
 
 
@@ -95,7 +95,7 @@ def _parse_value(text: str):
 
 
 def _config_network(config_name: str, overrides) -> Network:
-    from sde_jax import models
+    from sde_jax import models, training
 
     cfg = models.get_config(config_name)
     for item in overrides:
@@ -106,21 +106,18 @@ def _config_network(config_name: str, overrides) -> Network:
         cfg[section][field] = _parse_value(value)
     s, c = cfg.data.image_size, cfg.data.num_channels
     model, variables = models.init_model(jax.random.key(0, impl="rbg"), cfg, (1, s, s, c))
-    m, continuous = cfg.model, bool(cfg.training.continuous)
-    sde_name = cfg.training.sde.lower()
+    continuous = training.is_continuous(cfg)
+    sde_name = cfg.sde.name
 
     def make_sde(n):
-        if sde_name == "vesde":
-            return sj.VESDE(sigma_min=float(m.sigma_min), sigma_max=float(m.sigma_max), N=n)
-        cls = sj.VPSDE if sde_name == "vpsde" else sj.SubVPSDE
-        return cls(beta_min=float(m.beta_min), beta_max=float(m.beta_max), N=n)
+        return training.build_sde(cfg.sde).replace(N=n)
 
     def apply(p, x, labels):
         return model.apply(p, x, labels, train=False)
 
     return Network(name=config_name.replace("/", "_"), description=f"{config_name} {list(overrides)} ({sde_name})",
                    apply=apply, params=variables, data_shape=(s, s, c), make_sde=make_sde,
-                   make_score_fn=lambda sde, p: models.get_model_score_fn(sde, model, p, continuous=continuous),
+                   make_score_fn=lambda sde, p: models.get_score_fn(sde, model, p, continuous=continuous),
                    num_params=models.count_params(variables), kind="image")
 
 
@@ -132,7 +129,7 @@ def _module_network(spec: str, kwargs: dict, data_shape: tuple) -> Network:
     params = jax.jit(model.init)(jax.random.key(0), x, jnp.ones((2,)))
     return Network(name=attr, description=f"{spec}({json.dumps(kwargs)}), data {tuple(data_shape)}, VPSDE",
                    apply=model.apply, params=params, data_shape=tuple(data_shape),
-                   make_sde=lambda n: sj.VPSDE(N=n), make_score_fn=lambda sde, p: get_score_fn(sde, model.apply, p),
+                   make_sde=lambda n: sj.VPSDE(N=n), make_score_fn=lambda sde, p: get_score_fn(sde, model, p),
                    num_params=_count(params), kind="mlp" if len(data_shape) == 1 else "image")
 
 

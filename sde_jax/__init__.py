@@ -1,7 +1,7 @@
 """sde_jax: score-based generative modelling through SDEs in JAX/Flax."""
 from sde_jax import models
 from sde_jax import losses, training
-from sde_jax import metrics, parallel, samplers, toy
+from sde_jax import flow, metrics, parallel, samplers, toy
 from sde_jax.sdes import (
     SDE,
     VESDE,
@@ -10,6 +10,7 @@ from sde_jax.sdes import (
     probability_flow_drift,
     reverse_discretize,
     reverse_sde,
+    tweedie_denoise,
 )
 from sde_jax.likelihood import bits_per_dim, bits_per_dim_offset, decode_latent, log_likelihood
 

@@ -33,26 +33,20 @@ Error budget of :func:`log_likelihood` (each part is measured against exact Gaus
 Design (deviations from the paper's ``likelihood.py``, which runs scipy RK45 on the host on the whole
 flattened batch):
 
-* Everything runs on the device; adaptive solves use diffrax (Dopri5/Tsit5/Heun with a PID controller),
-  fixed-step solves are a ``lax.scan`` over the same solver's step.
-* **Every example is its own ODE** (the solve is ``vmap``-ed), with its own step sizes and error control,
-  so an example's result does not depend on its batch-mates or on how the batch is sharded.
-* With ``mesh``, ``jax.shard_map`` gives each device its shard and its own adaptive loop: no cross-device
-  communication inside the loop (the known cause of hangs with adaptive solvers under data parallelism).
+* Everything runs on the device, through the probability-flow core :mod:`sde_jax.flow` (the same solver
+  table, per-example solve, per-device ``shard_map`` and failure policy as :func:`sde_jax.ode_sample`):
+  **every example is its own ODE** with its own step sizes and error control, so an example's result does
+  not depend on its batch-mates or on how the batch is sharded, and no cross-device communication runs
+  inside the adaptive loop.
 * Per-example Hutchinson probes come from ``fold_in(key, example_index)``: the same on 1 or N devices.
-* Adaptive solves use diffrax's ``ForwardMode`` loop (a ``lax.while_loop``: about half the compile time
-  of the default checkpointed loop); they are not reverse-mode differentiable. Fixed-step solves
+* Adaptive solves use diffrax's ``ForwardMode`` loop (not reverse-mode differentiable); fixed-step solves
   (``num_steps``, a ``lax.scan``) are, e.g. for gradients of ``log p`` with respect to ``x``.
 * The bits/dim offset is derived from the data range and bit depth (:func:`bits_per_dim`), and
   dequantisation is an explicit argument.
 
 NFE. ``nfe`` counts evaluations of the ODE's vector field, each one forward call of ``score_fn`` on the
-batch (plus ``D`` JVPs for ``"exact"`` or ``num_probes`` VJPs for ``"hutchinson"``). With every example
-solved separately under ``vmap``, the batched loop runs until the slowest example finishes, so the number
-of batched ``score_fn`` calls is the largest per-example count, which is what is returned. Per example
-and per solve: ``1 + 6 n`` for Dopri5/Tsit5 (FSAL: the first stage is evaluated once at the start and
-then reused; ``n`` counts accepted *and* rejected steps), ``2 n`` for Heun, ``n`` for Euler; the tests
-check this against a counter of actual calls.
+batch (plus ``D`` JVPs for ``"exact"`` or ``num_probes`` VJPs for ``"hutchinson"``): the largest
+per-example count (:mod:`sde_jax.flow`), checked against a counter of actual calls in the tests.
 
 References:
   Song, Sohl-Dickstein, Kingma, Kumar, Ermon, Poole (2021), Score-Based Generative Modeling through
@@ -66,18 +60,17 @@ References:
 from __future__ import annotations
 
 import math
-import numbers
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import PartitionSpec as P
+from jaxtyping import Array, Float, Int
 
-from sde_jax.parallel import DATA_AXIS, check_batch_divisible
-from sde_jax.sdes import probability_flow_drift
+from sde_jax import _checks as C
+from sde_jax import flow
+from sde_jax import _jit
 
 __all__ = [
     "log_likelihood",
@@ -86,28 +79,8 @@ __all__ = [
     "bits_per_dim_offset",
     "DIVERGENCES",
     "PROBES",
-    "SOLVERS",
     "DEQUANTIZATIONS",
 ]
-
-
-# --------------------------------------------------------------------------------------------------
-# Registries: config names -> implementations (one place; unknown names list the valid ones).
-
-
-class _SolverSpec(NamedTuple):
-    make: Callable[[], diffrax.AbstractSolver]
-    init_evals: int  # vector-field evaluations before the first step (the FSAL seed)
-    evals_per_step: int  # new evaluations per attempted (accepted or rejected) step
-    adaptive: bool  # has an embedded error estimate, so rtol/atol step control is possible
-
-
-SOLVERS = {
-    "dopri5": _SolverSpec(diffrax.Dopri5, 1, 6, True),
-    "tsit5": _SolverSpec(diffrax.Tsit5, 1, 6, True),
-    "heun": _SolverSpec(diffrax.Heun, 0, 2, True),
-    "euler": _SolverSpec(diffrax.Euler, 0, 1, False),
-}
 
 
 def _rademacher(key, shape, dtype):
@@ -141,204 +114,42 @@ DIVERGENCES = {"exact": _exact_divergence, "hutchinson": _hutchinson_divergence}
 DEQUANTIZATIONS = ("none", "uniform")
 
 
-def _lookup(registry, name, what):
-    if not isinstance(name, str) or name not in registry:
-        raise ValueError(f"unknown {what} {name!r}; valid: {sorted(registry)}.")
-    return name
+class _Divergence(NamedTuple):
+    """How the divergence is computed (static: a new value compiles a new program)."""
 
-
-# --------------------------------------------------------------------------------------------------
-# Argument checks (at call time, before tracing).
-
-
-def _is_concrete(v):
-    return not isinstance(v, jax.core.Tracer)
-
-
-def _check_int(name, value, minimum=1, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}{' or None' if allow_none else ''}; "
-                         f"got {value!r}.")
-    return int(value)
-
-
-def _check_positive(name, value):
-    if jnp.ndim(value) != 0:
-        raise ValueError(f"{name} must be a scalar; got shape {jnp.shape(value)}.")
-    if _is_concrete(value) and not float(value) > 0:
-        raise ValueError(f"{name} must be > 0; got {value!r}.")
-
-
-def _check_eps(eps, sde):
-    if jnp.ndim(eps) != 0:
-        raise ValueError(f"eps must be a scalar; got shape {jnp.shape(eps)}.")
-    if _is_concrete(eps) and not 0.0 < float(eps) < sde.T:
-        raise ValueError(f"eps must be in (0, T={sde.T}); got {eps!r}.")
-
-
-def _check_data(name, x):
-    shape = jnp.shape(x)
-    if len(shape) < 2 or shape[0] < 1:
-        raise ValueError(f"{name} must have shape [B, ...] with a batch axis and at least one data axis; "
-                         f"got shape {shape}.")
-    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-        raise TypeError(f"{name} must be a floating-point array; got dtype {jnp.result_type(x)}.")
-
-
-def _check_mesh(mesh, batch_size, name):
-    if mesh is not None:
-        if DATA_AXIS not in mesh.shape:
-            raise ValueError(f"mesh must have a '{DATA_AXIS}' axis (see sde_jax.parallel.make_data_mesh); "
-                             f"got axes {tuple(mesh.shape)}.")
-        check_batch_divisible(batch_size, mesh, name)
-
-
-def _check_solver(solver, num_steps):
-    _lookup(SOLVERS, solver, "solver")
-    num_steps = _check_int("num_steps", num_steps, allow_none=True)
-    if num_steps is None and not SOLVERS[solver].adaptive:
-        raise ValueError(f"solver {solver!r} has no error estimate, so it cannot be adaptive: pass "
-                         f"num_steps (fixed step), or use one of "
-                         f"{sorted(k for k, v in SOLVERS.items() if v.adaptive)}.")
-    return num_steps
-
-
-def _floats_to_arrays(tree, dtype):
-    """Python float leaves (e.g. an SDE's ``beta_max``) as arrays, so a new value does not recompile.
-
-    ``equinox.filter_jit`` treats non-array leaves as static; arrays are traced. Other leaves (callables,
-    ints, strings) stay static.
-    """
-    return jax.tree.map(lambda v: jnp.asarray(v, dtype) if isinstance(v, float) else v, tree)
-
-
-# --------------------------------------------------------------------------------------------------
-# One example's ODE solve.
-
-
-class _Static(NamedTuple):
-    """Hashable configuration; a new value compiles a new program."""
-
-    solver: str
-    num_steps: int | None  # None: adaptive
-    max_steps: int
-    divergence: str | None  # None: no log-density (decoding)
+    name: str
     probe: str
     num_probes: int
 
 
-def _field(sde, score_fn, static, probes):
-    """Per-example vector field ``(t, y) -> dy/dt`` with ``y = x`` or ``y = (x, int div)``."""
+def _augmented_field(sde, score_fn, div: _Divergence, probes):
+    """Per-example ``(t, (x, delta)) -> (f~(x, t), div f~(x, t))``."""
+    drift = flow.pf_field(sde, score_fn)
+    div_fn = DIVERGENCES[div.name]
 
-    def drift(x, t):
-        tb = jnp.full((1,), t, dtype=x.dtype)
-        return probability_flow_drift(sde, score_fn, x[None], tb)[0]
-
-    if static.divergence is None:
-        return lambda t, x, args: drift(x, t)
-
-    div_fn = DIVERGENCES[static.divergence]
-
-    def field(t, y, args):
+    def field(t, y):
         x, _ = y
-        f, div = div_fn(lambda v: drift(v.reshape(x.shape), t).reshape(-1), x.reshape(-1), probes)
-        return f.reshape(x.shape), div
+        f, d = div_fn(lambda v: drift(t, v.reshape(x.shape)).reshape(-1), x.reshape(-1), probes)
+        return f.reshape(x.shape), d
 
     return field
 
 
-def _solve_one(field, y0, t0, t1, static, rtol, atol):
-    """Integrate ``dy/dt = field(t, y)`` from ``t0`` to ``t1``: ``(y1, nfe, ok)`` for one example."""
-    spec = SOLVERS[static.solver]
-    solver = spec.make()
-    term = diffrax.ODETerm(field)
-    state = solver.init(term, t0, t1, y0, None)
-    if spec.init_evals:
-        # FSAL solver: seed the first stage ourselves (one evaluation), so that diffrax never re-evaluates
-        # it (it would, after every rejection of the very first step). NFE is then exactly 1 + 6 n.
-        first_step, _ = state
-        state = (jnp.zeros_like(first_step), field(t0, y0, None))
-    if static.num_steps is None:
-        sol = diffrax.diffeqsolve(
-            term, solver, t0, t1, dt0=(t1 - t0) / 100, y0=y0, solver_state=state,
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-            saveat=diffrax.SaveAt(t1=True), max_steps=static.max_steps, throw=False,
-            adjoint=diffrax.ForwardMode())
-        y1 = jax.tree.map(lambda v: v[-1], sol.ys)
-        steps, ok = sol.stats["num_steps"], sol.result == diffrax.RESULTS.successful
-    else:
-        ts = jnp.linspace(t0, t1, static.num_steps + 1)
-
-        def body(carry, tt):
-            y, s = carry
-            y, _, _, s, _ = solver.step(term, tt[0], tt[1], y, None, s, made_jump=False)
-            return (y, s), None
-
-        (y1, _), _ = jax.lax.scan(body, (y0, state), jnp.stack([ts[:-1], ts[1:]], axis=-1))
-        steps, ok = jnp.asarray(static.num_steps), jnp.asarray(True)
-    nfe = spec.init_evals + spec.evals_per_step * steps
-    return y1, nfe.astype(jnp.int32), ok
-
-
-def _encode_shard(static, sde, score_fn, x, keys, rtol, atol, t0, t1):
-    """``[b, ...]`` data -> log-density ``[b]``, latent ``[b, ...]``, per-example NFE ``[b]``."""
-
-    def one(xi, ki):
-        d = xi.size
-        probes = (PROBES[static.probe](ki, (static.num_probes, d), xi.dtype)
-                  if static.divergence == "hutchinson" else None)
-        field = _field(sde, score_fn, static, probes)
-        (z, delta), nfe, ok = _solve_one(field, (xi, jnp.zeros((), xi.dtype)), t0, t1, static, rtol, atol)
-        return z, delta, nfe, ok
-
-    z, delta, nfe, ok = jax.vmap(one)(x, keys)
-    logp = sde.prior_logp(z) + delta
-    nan = jnp.asarray(jnp.nan, x.dtype)
-    logp = jnp.where(ok, logp, nan)
-    z = jnp.where(ok.reshape((-1,) + (1,) * (z.ndim - 1)), z, nan)
-    return logp, z, nfe
-
-
-def _decode_shard(static, sde, score_fn, z, rtol, atol, t0, t1):
-    def one(zi):
-        x, nfe, ok = _solve_one(_field(sde, score_fn, static, None), zi, t0, t1, static, rtol, atol)
-        return jnp.where(ok, x, jnp.asarray(jnp.nan, x.dtype)), nfe
-
-    return jax.vmap(one)(z)
-
-
-def _map_batch(fn, mesh, batched, replicated):
-    """``fn(*batched, *replicated)`` on the whole batch, or per device shard with ``jax.shard_map``.
-
-    Each device runs ``fn`` (and so its own adaptive loop) on its shard; no collective runs inside it.
-    ``replicated`` may hold non-array leaves (callables): only its arrays cross the shard_map boundary.
-    """
-    if mesh is None:
-        return fn(*batched, *replicated)
-    dynamic, static = eqx.partition(replicated, eqx.is_array)
-
-    def per_shard(batched, dynamic):
-        return fn(*batched, *eqx.combine(dynamic, static))
-
-    return jax.shard_map(per_shard, mesh=mesh, in_specs=(P(DATA_AXIS), P()), out_specs=P(DATA_AXIS),
-                         check_vma=False)(batched, dynamic)
-
-
 @eqx.filter_jit
-def _log_likelihood_jit(static, mesh, key, sde, score_fn, x, rtol, atol, t0, t1):
+def _encode(config, div, mesh, key, sde, score_fn, x, t0, t1, rtol, atol):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(x.shape[0]))
-    fn = lambda x, keys, *rep: _encode_shard(static, *rep[:2], x, keys, *rep[2:])  # noqa: E731
-    logp, z, nfe = _map_batch(fn, mesh, (x, keys), (sde, score_fn, rtol, atol, t0, t1))
-    return logp, jnp.max(nfe), z
 
+    def one(xi, ki, rep):
+        sde, score_fn, t0, t1, rtol, atol = rep
+        probes = (PROBES[div.probe](ki, (div.num_probes, xi.size), xi.dtype) if div.name == "hutchinson"
+                  else None)
+        field = _augmented_field(sde, score_fn, div, probes)
+        (z, delta), nfe, status, t_stop = flow.solve(field, (xi, jnp.zeros((), xi.dtype)), t0, t1, config,
+                                                     rtol, atol)
+        return z, delta, flow.FlowInfo(status, t_stop, nfe)
 
-@eqx.filter_jit
-def _decode_jit(static, mesh, sde, score_fn, z, rtol, atol, t0, t1):
-    fn = lambda z, *rep: _decode_shard(static, *rep[:2], z, *rep[2:])  # noqa: E731
-    x, nfe = _map_batch(fn, mesh, (z,), (sde, score_fn, rtol, atol, t0, t1))
-    return x, jnp.max(nfe)
+    z, delta, info = flow.map_examples(one, (x, keys), (sde, score_fn, t0, t1, rtol, atol), mesh)
+    return sde.prior_logp(z) + delta, z, info
 
 
 def _encode_interval(sde, eps):
@@ -346,13 +157,9 @@ def _encode_interval(sde, eps):
     return eps, sde.T
 
 
-# --------------------------------------------------------------------------------------------------
-# Public API.
-
-
-def log_likelihood(key, sde, score_fn, x, *, divergence="exact", probe="rademacher", num_probes=1,
-                   solver="dopri5", rtol=1e-5, atol=1e-5, num_steps=None, eps=1e-5, max_steps=4096,
-                   return_latent=False, mesh=None):
+def log_likelihood(key, sde, score_fn, x: Float[Array, "b ..."], *, divergence="exact", probe="rademacher",
+                   num_probes=1, solver="dopri5", rtol=1e-5, atol=1e-5, num_steps=None, eps=1e-5, max_steps=4096,
+                   return_latent=False, mesh=None, return_info=False):
     """Log-density of ``x`` under the probability-flow ODE, in nats per example, on the device.
 
     Solves, for each example separately, from ``t = eps`` (data) to ``t = T`` (noise):
@@ -385,22 +192,24 @@ def log_likelihood(key, sde, score_fn, x, *, divergence="exact", probe="rademach
         ``"hutchinson"`` (unbiased estimate ``e^T J e`` with probes fixed over the solve).
       probe: ``"rademacher"`` (lower variance) or ``"gaussian"``; Hutchinson only.
       num_probes: probes per example (variance ``~ 1/num_probes``); Hutchinson only.
-      solver: ``"dopri5"``, ``"tsit5"``, ``"heun"`` (adaptive or fixed step) or ``"euler"`` (fixed step).
+      solver: a name in :data:`sde_jax.flow.SOLVERS` (``"dopri5"``, ``"tsit5"``, ``"heun"`` adaptive or fixed
+        step, ``"euler"`` fixed step).
       rtol, atol: tolerances of the PID step-size controller (adaptive solves, ``num_steps=None``).
       num_steps: if given, a fixed-step solve with this many uniform steps (a ``lax.scan``).
       eps: start time in ``(0, T)``.
-      max_steps: step budget of an adaptive solve; an example that exhausts it gets ``NaN``.
+      max_steps: step budget of an adaptive solve; an example that exhausts it is ``NaN`` (the failure policy
+        of :mod:`sde_jax.flow`, the same as :func:`sde_jax.ode_sample`'s).
       return_latent: also return the latent ``z = x(T)``.
       mesh: a device mesh with a ``"data"`` axis (``sde_jax.parallel.make_data_mesh``): each device solves
         its shard with its own adaptive loop (no communication inside it); ``B`` must divide evenly. With
         ``None`` the solve runs as one program (do not pass a batch sharded over several devices then:
         the partitioner would synchronise the devices inside the loop). Same results either way.
+      return_info: also return a :class:`sde_jax.flow.FlowInfo` (per-example status, stop time, NFE).
 
     Returns:
-      ``(logp, nfe)`` or ``(logp, nfe, z)``: ``logp: [B]`` nats (``NaN`` for an example whose adaptive
-      solve ran out of ``max_steps``); ``nfe``: int32 scalar, the number of batched ``score_fn``
-      evaluations made by the slowest device (the largest per-example count: ``1 + 6 n`` for
-      Dopri5/Tsit5, ``2 n`` Heun, ``n`` Euler, ``n`` attempted steps); ``z: [B, ...]``.
+      ``(logp, nfe)``, then ``z`` if ``return_latent``, then ``info`` if ``return_info``: ``logp: [B]`` nats
+      (``NaN`` for an example whose solve failed); ``nfe``: int32 scalar, the number of batched ``score_fn``
+      evaluations (the largest per-example count); ``z: [B, ...]``.
 
     Raises:
       ValueError: unknown divergence/probe/solver (the valid names are listed), ``x`` without a batch and a
@@ -412,64 +221,54 @@ def log_likelihood(key, sde, score_fn, x, *, divergence="exact", probe="rademach
       >>> sde = sj.VPSDE()
       >>> logp, nfe = sj.log_likelihood(None, sde, gmm.perturbed_score(sde), gmm.sample(key, 64))
     """
-    _lookup(DIVERGENCES, divergence, "divergence")
-    _lookup(PROBES, probe, "probe")
-    num_probes = _check_int("num_probes", num_probes)
-    num_steps = _check_solver(solver, num_steps)
-    max_steps = _check_int("max_steps", max_steps)
-    _check_data("x", x)
+    C.lookup(DIVERGENCES, divergence, "divergence")
+    C.lookup(PROBES, probe, "probe")
+    num_probes = C.check_int("num_probes", num_probes)
+    config = flow.flow_config(solver, num_steps, max_steps)
+    C.check_data("x", x)
     x = jnp.asarray(x)
-    _check_positive("rtol", rtol)
-    _check_positive("atol", atol)
-    _check_eps(eps, sde)
-    _check_mesh(mesh, x.shape[0], "batch size of x")
+    rtol, atol = C.check_positive("rtol", rtol), C.check_positive("atol", atol)
+    eps = C.check_eps(eps, sde)
+    C.check_mesh(mesh, x.shape[0], "batch size of x")
     if key is None:
         if divergence == "hutchinson":
             raise TypeError("key must be a PRNG key for divergence='hutchinson'; got None.")
         key = jax.random.key(0)  # unused
-    elif not (isinstance(key, jax.Array) and (jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-                                               or key.shape == (2,))):
-        raise TypeError(f"key must be a PRNG key (jax.random.key); got {key!r}.")
+    C.check_key(key)
+    hutch = divergence == "hutchinson"
+    div = _Divergence(divergence, probe if hutch else "", num_probes if hutch else 1)
     dtype = x.dtype
-    static = _Static(solver, num_steps, max_steps, divergence, probe if divergence == "hutchinson" else "",
-                     num_probes if divergence == "hutchinson" else 1)
-    sde_a, score_a = _floats_to_arrays((sde, score_fn), dtype)
     t0, t1 = _encode_interval(sde, eps)
-    logp, nfe, z = _log_likelihood_jit(
-        static, mesh, key, sde_a, score_a, x, jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype),
-        jnp.asarray(t0, dtype), jnp.asarray(t1, dtype))
-    return (logp, nfe, z) if return_latent else (logp, nfe)
+    logp, z, info = _encode(config, div, mesh, key, _jit.as_leaves(sde, dtype, convert_arrays=True),
+                            _jit.as_leaves(score_fn, dtype), x, jnp.asarray(t0, dtype), jnp.asarray(t1, dtype),
+                            jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype))
+    flow.report(info, "log_likelihood")
+    out = (logp, jnp.max(info.nfe)) + ((z,) if return_latent else ()) + ((info,) if return_info else ())
+    return out
 
 
-def decode_latent(sde, score_fn, z, *, solver="dopri5", rtol=1e-5, atol=1e-5, num_steps=None, eps=1e-5,
-                  max_steps=4096, mesh=None):
+def decode_latent(sde, score_fn, z: Float[Array, "b ..."], *, solver="dopri5", rtol=1e-5, atol=1e-5,
+                  num_steps=None, eps=1e-5, max_steps=4096, mesh=None, return_info=False):
     """Inverse of the encoding: integrate the probability-flow ODE from ``T`` (latent) back to ``eps``.
 
     ``decode_latent(sde, score_fn, z)`` with ``z`` from ``log_likelihood(..., return_latent=True)``
-    recovers ``x`` up to the solver error; with ``z`` drawn from the prior it is the deterministic
-    probability-flow sampler (without a final denoising step).
+    recovers ``x`` up to the solver error; it is :func:`sde_jax.ode_sample` started from ``x_init=z`` with
+    this function's defaults (the same code path: same results and NFE for the same settings).
 
     Args:
-      sde, score_fn, solver, rtol, atol, num_steps, eps, max_steps, mesh: as in :func:`log_likelihood`.
+      sde, score_fn, solver, rtol, atol, num_steps, eps, max_steps, mesh, return_info: as in
+        :func:`log_likelihood`.
       z: latents ``[B, ...]`` at time ``T``.
 
     Returns:
-      ``(x, nfe)``: ``x: [B, ...]`` at time ``eps``; ``nfe`` as in :func:`log_likelihood`.
+      ``(x, nfe)`` (or ``(x, nfe, info)``): ``x: [B, ...]`` at time ``eps``; ``nfe`` as in
+      :func:`log_likelihood`.
     """
-    num_steps = _check_solver(solver, num_steps)
-    max_steps = _check_int("max_steps", max_steps)
-    _check_data("z", z)
+    config = flow.flow_config(solver, num_steps, max_steps)
+    C.check_data("z", z)
     z = jnp.asarray(z)
-    _check_positive("rtol", rtol)
-    _check_positive("atol", atol)
-    _check_eps(eps, sde)
-    _check_mesh(mesh, z.shape[0], "batch size of z")
-    dtype = z.dtype
-    static = _Static(solver, num_steps, max_steps, None, "", 1)
-    sde_a, score_a = _floats_to_arrays((sde, score_fn), dtype)
-    t_data, t_noise = _encode_interval(sde, eps)
-    return _decode_jit(static, mesh, sde_a, score_a, z, jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype),
-                       jnp.asarray(t_noise, dtype), jnp.asarray(t_data, dtype))
+    x, info = flow.decode(config, sde, score_fn, z, eps, rtol, atol, mesh, False, "decode_latent")
+    return (x, jnp.max(info.nfe), info) if return_info else (x, jnp.max(info.nfe))
 
 
 def bits_per_dim_offset(num_bits, data_range):
@@ -486,7 +285,7 @@ def bits_per_dim_offset(num_bits, data_range):
     8 for 8-bit data on ``[0, 1]``, 7 on ``[-1, 1]`` (the paper's ``7 - inverse_scaler(-1)`` offset).
     """
     lo, hi = _check_range(data_range)
-    _check_int("num_bits", num_bits)
+    C.check_int("num_bits", num_bits)
     return num_bits - math.log2(hi - lo)
 
 
@@ -507,8 +306,9 @@ def _dequantize(key, levels, lo, width, uniform, dtype):
     return lo + (n + u) * width
 
 
-def bits_per_dim(key, sde, score_fn, levels, *, num_bits=8, data_range=(0.0, 1.0), dequantization="uniform",
-                 num_repeats=1, importance_weighted=False, dtype=None, **likelihood_kwargs):
+def bits_per_dim(key, sde, score_fn, levels: Int[Array, "b ..."], *, num_bits=8, data_range=(0.0, 1.0),
+                 dequantization="uniform", num_repeats=1, importance_weighted=False, dtype=None,
+                 **likelihood_kwargs):
     """Bits per dimension of quantised data under the probability-flow ODE model.
 
     Data are integer levels ``n in {0, ..., 2^k - 1}`` (``k = num_bits``) on the known range ``[lo, hi]``
@@ -552,12 +352,12 @@ def bits_per_dim(key, sde, score_fn, levels, *, num_bits=8, data_range=(0.0, 1.0
       ``(bpd, nfe)``: ``bpd: [B]``; ``nfe``: total batched ``score_fn`` evaluations over the repeats.
     """
     lo, hi = _check_range(data_range)
-    num_bits = _check_int("num_bits", num_bits)
-    _lookup(dict.fromkeys(DEQUANTIZATIONS), dequantization, "dequantization")
-    num_repeats = _check_int("num_repeats", num_repeats)
+    num_bits = C.check_int("num_bits", num_bits)
+    C.lookup(dict.fromkeys(DEQUANTIZATIONS), dequantization, "dequantization")
+    num_repeats = C.check_int("num_repeats", num_repeats)
     if dequantization == "none" and num_repeats != 1:
         raise ValueError(f"num_repeats must be 1 with dequantization='none'; got {num_repeats}.")
-    for name in ("return_latent",):
+    for name in ("return_latent", "return_info"):
         if name in likelihood_kwargs:
             raise TypeError(f"bits_per_dim does not accept {name!r}.")
     levels = jnp.asarray(levels)
@@ -566,7 +366,7 @@ def bits_per_dim(key, sde, score_fn, levels, *, num_bits=8, data_range=(0.0, 1.0
                         f"dtype {levels.dtype}. Convert scaled data with round((x - lo)/(hi - lo)*(2^k - 1)).")
     if levels.ndim < 2:
         raise ValueError(f"levels must have shape [B, ...] with at least one data axis; got {levels.shape}.")
-    if _is_concrete(levels) and levels.size and (int(levels.min()) < 0 or int(levels.max()) >= 2**num_bits):
+    if C.is_concrete(levels) and levels.size and (int(levels.min()) < 0 or int(levels.max()) >= 2**num_bits):
         raise ValueError(f"levels must lie in [0, {2**num_bits}) for num_bits={num_bits}; got range "
                          f"[{int(levels.min())}, {int(levels.max())}].")
     dtype = jnp.dtype(jnp.result_type(float) if dtype is None else dtype)

@@ -33,7 +33,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from sde_jax.sdes import SDE, VESDE, VPSDE, SubVPSDE, batch_broadcast, check_score
+from sde_jax import _checks as C
+from sde_jax.sdes import SDE, VESDE, VPSDE, batch_broadcast, check_score
 
 __all__ = [
     "reduce_per_example",
@@ -67,19 +68,13 @@ def reduce_per_example(v, reduce_mean: bool):
 
 
 def _check_batch_array(batch):
-    if not hasattr(batch, "shape") or jnp.ndim(batch) < 2:
-        raise ValueError(f"batch must be an array of shape [B, ...] with at least one data axis; "
-                         f"got {getattr(batch, 'shape', type(batch))}.")
-
-
-def _check_eps(eps, T):
-    if not (0.0 <= float(eps) < T):
-        raise ValueError(f"eps must be in [0, T) = [0, {T}); got {eps!r}.")
+    if not hasattr(batch, "shape"):
+        raise ValueError(f"batch must be an array of shape [B, ...] with at least one data axis; got {type(batch)}.")
+    C.check_data("batch", batch)
 
 
 def _check_projection(projection):
-    if projection not in _PROJECTIONS:
-        raise ValueError(f"projection must be one of {sorted(_PROJECTIONS)}; got {projection!r}.")
+    C.lookup(_PROJECTIONS, projection, "projection")
 
 
 def _dim(x):
@@ -121,52 +116,16 @@ def dsm_per_example(score_fn, sde: SDE, x0, t, z, *, reduce_mean=False, likeliho
     xt = mean + std_b * z
     score = check_score(score_fn(xt, t), xt)
     if likelihood_weighting:
-        g2 = sde.sde(jnp.zeros_like(x0), t)[1] ** 2
+        g2 = sde.diffusion_coeff(t) ** 2
         return reduce_per_example(jnp.square(score + z / std_b), reduce_mean) * g2
     return reduce_per_example(jnp.square(score * std_b + z), reduce_mean)
 
 
-# Importance sampling of t for the likelihood weighting: p(t) ∝ g(t)^2 / s(t)^2 on [eps, T]. For each
-# linear SDE the antiderivative F of g^2/s^2 is closed form, and so is its inverse:
-#   VP:     g^2 / s^2 = beta / (1 - e^{-B}),          F = log(expm1(B)),                B = int_0^t beta
-#   sub-VP: g^2 / s^2 = beta (e^B + 1) / (e^B - 1),   F = 2 log(expm1(B)) - B = 2 log(2 sinh(B / 2))
-#   VE:     g^2 / s^2 = 2L e^{2tL} / expm1(2tL),      F = log(expm1(2tL)),               L = log(smax/smin)
-# (VE with the exact kernel s(t)^2 = sigma(t)^2 - sigma_min^2; see sde_jax.sdes).
-def _vp_B(sde, t):
-    return t * sde.beta_min + 0.5 * t**2 * (sde.beta_max - sde.beta_min)
-
-
-def _vp_t_from_B(sde, B):
-    b0, db = sde.beta_min, sde.beta_max - sde.beta_min
-    return 2.0 * B / (b0 + jnp.sqrt(b0**2 + 2.0 * db * B))  # root of b0 t + db t^2 / 2 = B, stable form
-
-
-def _logexpm1(u):
-    return u + jnp.log(-jnp.expm1(-u))  # log(e^u - 1) without overflow
-
-
-_IS_CDF = {
-    VPSDE: (lambda sde, t: _logexpm1(_vp_B(sde, t)),
-            lambda sde, u: _vp_t_from_B(sde, jax.nn.softplus(u))),
-    SubVPSDE: (lambda sde, t: 2.0 * _logexpm1(_vp_B(sde, t)) - _vp_B(sde, t),
-               lambda sde, u: _vp_t_from_B(sde, 2.0 * jnp.arcsinh(0.5 * jnp.exp(0.5 * u)))),
-    VESDE: (lambda sde, t: _logexpm1(2.0 * t * sde.log_ratio()),
-            lambda sde, u: jax.nn.softplus(u) / (2.0 * sde.log_ratio())),
-}
-
-
-def _is_cdf(sde):
-    try:
-        return _IS_CDF[type(sde)]
-    except KeyError:
-        raise ValueError(f"importance sampling of t is implemented for {sorted(c.__name__ for c in _IS_CDF)}; "
-                         f"got {type(sde).__name__}.") from None
-
-
+# Importance sampling of t for the likelihood weighting: p(t) ∝ g(t)^2 / s(t)^2 on [eps, T]. Each SDE gives the
+# antiderivative F of g^2/s^2 and its inverse in closed form (SDE.importance_cdf / importance_cdf_inverse).
 def importance_weight_normalizer(sde: SDE, eps: float):
     """``Z = int_eps^T g(t)^2 / s(t)^2 dt``, the normaliser of the importance density of ``t``."""
-    F, _ = _is_cdf(sde)
-    return F(sde, jnp.asarray(sde.T)) - F(sde, jnp.asarray(eps))
+    return sde.importance_cdf(jnp.asarray(sde.T)) - sde.importance_cdf(jnp.asarray(eps))
 
 
 def sample_importance_time(key, sde: SDE, n: int, eps: float, dtype=None):
@@ -177,11 +136,10 @@ def sample_importance_time(key, sde: SDE, n: int, eps: float, dtype=None):
     unbiased estimate of the same objective as uniform ``t``.
     """
     dtype = jnp.result_type(float) if dtype is None else dtype
-    F, F_inv = _is_cdf(sde)
-    lo = F(sde, jnp.asarray(eps, dtype))
-    hi = F(sde, jnp.asarray(sde.T, dtype))
+    lo = sde.importance_cdf(jnp.asarray(eps, dtype))
+    hi = sde.importance_cdf(jnp.asarray(sde.T, dtype))
     u = jax.random.uniform(key, (n,), dtype, lo, hi)
-    return jnp.clip(F_inv(sde, u), eps, sde.T)
+    return jnp.clip(sde.importance_cdf_inverse(u), eps, sde.T)
 
 
 def get_sde_loss_fn(sde: SDE, *, reduce_mean=False, likelihood_weighting=False, importance_sampling=False,
@@ -202,12 +160,10 @@ def get_sde_loss_fn(sde: SDE, *, reduce_mean=False, likelihood_weighting=False, 
     Returns:
       ``loss_fn(score_fn, key, batch) -> (loss, {"loss", "t_mean"})`` with ``score_fn(x, t)``.
     """
-    _check_eps(eps, sde.T)
+    eps = C.check_eps(eps, sde)
     if importance_sampling and not likelihood_weighting:
         raise ValueError("importance_sampling=True requires likelihood_weighting=True (it samples t from "
                          "g(t)^2 / s(t)^2, the likelihood weighting divided by the default one).")
-    if importance_sampling:
-        _is_cdf(sde)
 
     def loss_fn(score_fn, key, batch):
         _check_batch_array(batch)
@@ -518,9 +474,8 @@ def get_sde_score_matching_loss_fn(sde: SDE, *, method="ssm", likelihood_weighti
     Returns:
       ``loss_fn(score_fn, key, batch) -> (loss, aux)`` with ``score_fn(x, t)``.
     """
-    if method not in _SM_METHODS:
-        raise ValueError(f"method must be one of {list(_SM_METHODS)}; got {method!r}.")
-    _check_eps(eps, sde.T)
+    C.lookup(dict.fromkeys(_SM_METHODS), method, "method")
+    eps = C.check_eps(eps, sde)
     _check_projection(projection)
     if method == "esm" and target_score_fn is None:
         raise ValueError("method='esm' needs target_score_fn(x, t), the exact score of p_t.")
@@ -533,7 +488,7 @@ def get_sde_score_matching_loss_fn(sde: SDE, *, method="ssm", likelihood_weighti
         z = jax.random.normal(key_z, batch.shape, batch.dtype)
         mean, std = sde.marginal_prob(batch, t)
         xt = mean + batch_broadcast(std, batch) * z
-        weight = sde.sde(jnp.zeros_like(batch), t)[1] ** 2 if likelihood_weighting else std**2
+        weight = sde.diffusion_coeff(t) ** 2 if likelihood_weighting else std**2
         c = 1.0 / _dim(batch) if reduce_mean else 1.0
         aux = {"t_mean": jnp.mean(t)}
         if method == "esm":
@@ -584,6 +539,4 @@ score wrapper, ``continuous=False``)."""
 
 def get_loss_fn(name: str, sde: SDE, **options) -> Callable:
     """Look up ``name`` in :data:`LOSSES` and build the loss for ``sde``; unknown names list the valid ones."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; valid names: {sorted(LOSSES)}.")
-    return LOSSES[name](sde, **options)
+    return C.lookup(LOSSES, name, "loss")(sde, **options)

@@ -31,11 +31,15 @@ from __future__ import annotations
 
 import abc
 import math
-import numbers
+from typing import ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
 
+from sde_jax import _checks as C
+from sde_jax._checks import check_batch, check_score
 from sde_jax._pytree import pytree_dataclass, static_field
 
 __all__ = [
@@ -46,10 +50,12 @@ __all__ = [
     "reverse_sde",
     "reverse_discretize",
     "probability_flow_drift",
-    "check_batch",
-    "check_score",
+    "tweedie_denoise",
     "batch_broadcast",
 ]
+
+VP_TIME_SCALE = 999.0
+"""The paper's continuous VP/sub-VP network label ``999 t`` (DDPM's 1000 steps), whatever ``N`` is."""
 
 
 def batch_broadcast(v, x):
@@ -57,58 +63,59 @@ def batch_broadcast(v, x):
     return jnp.reshape(v, jnp.shape(v) + (1,) * (jnp.ndim(x) - jnp.ndim(v)))
 
 
-def check_batch(x, t, *, name_x="x", name_t="t"):
-    """Check that ``t`` is ``[B]`` for ``x`` of shape ``[B, ...]`` (no silent broadcasting).
-
-    Raises:
-      ValueError: naming the argument, its shape and the expected shape.
-    """
-    xs, ts = jnp.shape(x), jnp.shape(t)
-    if len(xs) < 1:
-        raise ValueError(f"{name_x} must have a batch axis [B, ...]; got shape {xs}.")
-    if ts != xs[:1]:
-        raise ValueError(
-            f"{name_t} must have shape [B] = {xs[:1]} to match {name_x} of shape {xs}; got shape {ts}."
-        )
-
-
-def check_score(score, x):
-    """Check that a score function returned an array of the same shape as its input ``x``."""
-    if jnp.shape(score) != jnp.shape(x):
-        raise ValueError(
-            f"score_fn(x, t) must return an array of the same shape as x {jnp.shape(x)}; "
-            f"got shape {jnp.shape(score)}."
-        )
-    return score
-
-
-def _concrete(v):
-    return isinstance(v, (numbers.Number,)) or (hasattr(v, "shape") and not isinstance(v, jax.core.Tracer))
-
-
-def _check_positive(name, value):
-    if _concrete(value) and not float(value) > 0:
-        raise ValueError(f"{name} must be > 0; got {value!r}.")
-
-
 def _check_n(n):
-    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"N (number of discretisation levels) must be an integer >= 1; got {n!r}.")
 
 
+def _check_ordered(self, lo_name, hi_name):
+    """``lo < hi`` for two positive hyper-parameters (stored back: traced values carry run-time checks)."""
+    lo = C.check_positive(lo_name, getattr(self, lo_name))
+    hi = C.check_positive(hi_name, getattr(self, hi_name))
+    message = f"{lo_name} must be < {hi_name}"
+    if C.is_concrete((lo, hi)):
+        if not float(lo) < float(hi):
+            raise ValueError(f"{message}; got {lo_name}={lo}, {hi_name}={hi}.")
+    elif C.is_concrete(hi):   # thread the run-time check onto the traced one of the two
+        lo = eqx.error_if(lo, jnp.logical_not(lo < hi), f"{message}.")
+    else:
+        hi = eqx.error_if(hi, jnp.logical_not(lo < hi), f"{message}.")
+    object.__setattr__(self, lo_name, lo)
+    object.__setattr__(self, hi_name, hi)
+
+
+def _logexpm1(u):
+    """``log(e^u - 1)`` without overflow."""
+    return u + jnp.log(-jnp.expm1(-u))
+
+
 class SDE(abc.ABC):
-    """Interface shared by the linear SDEs. Time runs forward from 0 (data) to ``T`` (prior)."""
+    """A linear SDE ``dx = f(t) x dt + g(t) dw`` on ``[0, T]``: time runs from data (0) to the prior (``T``).
+
+    Subclasses give the coefficients ``f(t)`` (:meth:`drift_coeff`) and ``g(t)`` (:meth:`diffusion_coeff`), the
+    Gaussian kernel ``N(a(t) x_0, s(t)^2 I)`` (:meth:`marginal_mean_coeff`, :meth:`marginal_std`), the prior,
+    the discrete chain of the paper's code (:meth:`discretize`), the network-conditioning conventions
+    (:meth:`time_label`, :meth:`label_std`) and the closed-form importance density of the likelihood
+    weighting (:meth:`importance_cdf`). Everything else is written once here.
+    """
 
     N: int
+    paper_parameterization: ClassVar[str]
+    """How the paper's networks output the score for this SDE (see :mod:`sde_jax.models.score_fn`)."""
 
     @property
     def T(self) -> float:  # noqa: N802 (name from the paper's code)
         """End time of the forward SDE."""
         return 1.0
 
+    # -- coefficients and kernel ---------------------------------------------------------------------------
     @abc.abstractmethod
-    def sde(self, x, t):
-        """Forward drift ``f(x, t)`` (shape of ``x``) and diffusion ``g(t)`` (``[B]``)."""
+    def drift_coeff(self, t):
+        """``f(t)`` in the drift ``f(t) x``; shape of ``t``."""
+
+    @abc.abstractmethod
+    def diffusion_coeff(self, t):
+        """``g(t)``; shape of ``t``."""
 
     @abc.abstractmethod
     def marginal_mean_coeff(self, t):
@@ -130,7 +137,30 @@ class SDE(abc.ABC):
     def langevin_alpha(self, t, index=None):
         """Scaling ``alpha_i`` of the Langevin corrector step (1 for VE, ``1 - beta_i`` for VP/sub-VP)."""
 
-    def marginal_prob(self, x0, t):
+    # -- network conventions and importance sampling ----------------------------------------------------------
+    @abc.abstractmethod
+    def time_label(self, t, *, continuous=True):
+        """The label ``[B]`` the paper's networks are conditioned on at times ``t: [B]``."""
+
+    @abc.abstractmethod
+    def label_std(self, t, *, continuous=True):
+        """The noise std that the ``"noise"``/``"scaled"`` output parameterisations divide by at ``t``."""
+
+    @abc.abstractmethod
+    def importance_cdf(self, t):
+        """An antiderivative ``F(t)`` of ``g(t)^2 / s(t)^2`` (the likelihood weighting over the default one)."""
+
+    @abc.abstractmethod
+    def importance_cdf_inverse(self, u):
+        """The inverse of :meth:`importance_cdf`."""
+
+    # -- shared formulas ----------------------------------------------------------------------------------
+    def sde(self, x: Float[Array, "b ..."], t: Float[Array, " b"]):
+        """Forward drift ``f(t) x`` (shape of ``x``) and diffusion ``g(t)`` (``[B]``)."""
+        check_batch(x, t)
+        return batch_broadcast(self.drift_coeff(t), x) * x, self.diffusion_coeff(t)
+
+    def marginal_prob(self, x0: Float[Array, "b ..."], t: Float[Array, " b"]):
         """Mean ``a(t) x_0`` (shape of ``x0``) and std ``s(t)`` (``[B]``) of ``p_0t(x_t | x_0)``."""
         check_batch(x0, t, name_x="x0")
         return batch_broadcast(self.marginal_mean_coeff(t), x0) * x0, self.marginal_std(t)
@@ -140,7 +170,7 @@ class SDE(abc.ABC):
         dtype = jnp.result_type(float) if dtype is None else dtype
         return self.prior_std() * jax.random.normal(key, shape, dtype)
 
-    def prior_logp(self, z):
+    def prior_logp(self, z: Float[Array, "b ..."]) -> Float[Array, " b"]:
         """Log-density of the prior at ``z: [B, ...]``; returns ``[B]`` (nats)."""
         z = jnp.asarray(z)
         d = math.prod(z.shape[1:])
@@ -148,7 +178,7 @@ class SDE(abc.ABC):
         sq = jnp.sum(jnp.reshape(z, (z.shape[0], -1)) ** 2, axis=-1)
         return -0.5 * d * jnp.log(2 * jnp.pi * s**2) - 0.5 * sq / s**2
 
-    def time_index(self, t):
+    def time_index(self, t) -> Int[Array, "..."]:
         """Nearest discrete level ``round(t (N-1) / T)``, clipped to ``[0, N-1]`` (int32, shape of ``t``)."""
         i = jnp.round(jnp.asarray(t) * (self.N - 1) / self.T)
         return jnp.clip(i, 0, self.N - 1).astype(jnp.int32)
@@ -164,51 +194,40 @@ class SDE(abc.ABC):
 
 
 @pytree_dataclass
-class VPSDE(SDE):
-    """Variance-preserving SDE (the continuous limit of DDPM).
-
-    .. math::
-
-        dx = -\\tfrac12 \\beta(t) x\\,dt + \\sqrt{\\beta(t)}\\,dw, \\qquad
-        \\beta(t) = \\beta_0 + t(\\beta_1 - \\beta_0),
-
-    with ``log a(t) = -t^2 (beta_1 - beta_0)/4 - t beta_0 / 2`` and ``s(t)^2 = 1 - a(t)^2``
-    (Song et al. 2021, Eq. 11 and 29). ``discretize`` is the DDPM chain with
-    ``beta_i = linspace(beta_0/N, beta_1/N, N)`` (Ho et al. 2020).
-
-    Args:
-      beta_min: ``beta_0`` > 0.
-      beta_max: ``beta_1`` > ``beta_0``.
-      N: number of discretisation levels (static).
-    """
+class _BetaSDE(SDE):
+    """The VP family: ``beta(t) = beta_0 + t (beta_1 - beta_0)``, drift ``-beta(t) x / 2``, mean
+    ``log a(t) = -t^2 (beta_1 - beta_0)/4 - t beta_0/2`` (Song et al. 2021, Eq. 11 and 29), prior ``N(0, I)``.
+    VP and sub-VP differ only in the diffusion (and so in ``s(t)``) and in the discrete chain."""
 
     beta_min: float = 0.1
     beta_max: float = 20.0
     N: int = static_field(default=1000)
+    paper_parameterization: ClassVar[str] = "noise"
 
     def __post_init__(self):
         _check_n(self.N)
-        _check_positive("beta_min", self.beta_min)
-        _check_positive("beta_max", self.beta_max)
-        if _concrete(self.beta_min) and _concrete(self.beta_max) and not self.beta_min < self.beta_max:
-            raise ValueError(f"beta_min must be < beta_max; got beta_min={self.beta_min}, beta_max={self.beta_max}.")
+        _check_ordered(self, "beta_min", "beta_max")
 
     def beta(self, t):
         return self.beta_min + t * (self.beta_max - self.beta_min)
 
-    def log_mean_coeff(self, t):
-        return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+    def integrated_beta(self, t):
+        """``B(t) = int_0^t beta(s) ds = -2 log a(t)``."""
+        return t * self.beta_min + 0.5 * t**2 * (self.beta_max - self.beta_min)
 
-    def sde(self, x, t):
-        check_batch(x, t)
-        beta = self.beta(t)
-        return -0.5 * batch_broadcast(beta, x) * x, jnp.sqrt(beta)
+    def _t_from_integrated_beta(self, b):
+        """The root of ``B(t) = b`` in a cancellation-free form."""
+        b0, db = self.beta_min, self.beta_max - self.beta_min
+        return 2.0 * b / (b0 + jnp.sqrt(b0**2 + 2.0 * db * b))
+
+    def log_mean_coeff(self, t):
+        return -0.5 * self.integrated_beta(t)
+
+    def drift_coeff(self, t):
+        return -0.5 * self.beta(t)
 
     def marginal_mean_coeff(self, t):
         return jnp.exp(self.log_mean_coeff(t))
-
-    def marginal_std(self, t):
-        return jnp.sqrt(-jnp.expm1(2.0 * self.log_mean_coeff(t)))
 
     def prior_std(self):
         return 1.0
@@ -226,6 +245,53 @@ class VPSDE(SDE):
     def alphas_cumprod(self):
         return jnp.cumprod(self.alphas)
 
+    def langevin_alpha(self, t, index=None):
+        return self.alphas[self._index(t, index)]
+
+    def time_label(self, t, *, continuous=True):
+        """``999 t`` (continuous) or the level ``i`` (discrete, rounded; the paper truncates)."""
+        t = jnp.asarray(t)
+        if continuous:
+            return VP_TIME_SCALE * t
+        self._check_discrete_labels()
+        return self.time_index(t).astype(t.dtype)
+
+    def label_std(self, t, *, continuous=True):
+        """``s(t)`` (continuous) or ``sqrt(1 - alphas_cumprod[i])`` (discrete)."""
+        t = jnp.asarray(t)
+        if continuous:
+            return self.marginal_std(t)
+        self._check_discrete_labels()
+        return jnp.sqrt(1.0 - self.alphas_cumprod.astype(t.dtype)[self.time_index(t)])
+
+    def _check_discrete_labels(self):
+        pass
+
+
+@pytree_dataclass
+class VPSDE(_BetaSDE):
+    """Variance-preserving SDE (the continuous limit of DDPM).
+
+    .. math::
+
+        dx = -\\tfrac12 \\beta(t) x\\,dt + \\sqrt{\\beta(t)}\\,dw, \\qquad
+        \\beta(t) = \\beta_0 + t(\\beta_1 - \\beta_0),
+
+    with ``s(t)^2 = 1 - a(t)^2`` (Song et al. 2021, Eq. 11 and 29). ``discretize`` is the DDPM chain with
+    ``beta_i = linspace(beta_0/N, beta_1/N, N)`` (Ho et al. 2020).
+
+    Args:
+      beta_min: ``beta_0`` > 0.
+      beta_max: ``beta_1`` > ``beta_0``.
+      N: number of discretisation levels (static).
+    """
+
+    def diffusion_coeff(self, t):
+        return jnp.sqrt(self.beta(t))
+
+    def marginal_std(self, t):
+        return jnp.sqrt(-jnp.expm1(2.0 * self.log_mean_coeff(t)))
+
     def discretize(self, x, t, index=None):
         """DDPM step: ``f_i = (sqrt(1 - beta_i) - 1) x``, ``G_i = sqrt(beta_i)``."""
         check_batch(x, t)
@@ -234,12 +300,22 @@ class VPSDE(SDE):
         f = batch_broadcast(jnp.sqrt(1.0 - beta), x) * x - x
         return f, jnp.sqrt(beta)
 
-    def langevin_alpha(self, t, index=None):
-        return self.alphas[self._index(t, index)]
+    def ancestral_step(self, x, score, index):
+        """DDPM ancestral step: ``x_mean = (x + beta_i score) / sqrt(1 - beta_i)``, noise std ``sqrt(beta_i)``."""
+        beta = self.discrete_betas.astype(x.dtype)[index]
+        x_mean = (x + batch_broadcast(beta, x) * score) / batch_broadcast(jnp.sqrt(1.0 - beta), x)
+        return x_mean, jnp.sqrt(beta)
+
+    def importance_cdf(self, t):
+        """``g^2/s^2 = beta / (1 - e^{-B})`` integrates to ``log(expm1(B(t)))``."""
+        return _logexpm1(self.integrated_beta(t))
+
+    def importance_cdf_inverse(self, u):
+        return self._t_from_integrated_beta(jax.nn.softplus(u))
 
 
 @pytree_dataclass
-class SubVPSDE(SDE):
+class SubVPSDE(_BetaSDE):
     """The sub-VP SDE (Song et al. 2021, Eq. 12): VP's drift with a smaller diffusion.
 
     .. math::
@@ -247,41 +323,31 @@ class SubVPSDE(SDE):
         dx = -\\tfrac12 \\beta(t) x\\,dt + \\sqrt{\\beta(t)\\,(1 - e^{-2\\int_0^t \\beta(s) ds})}\\,dw,
 
     whose kernel has mean ``a(t) x_0`` (as VP) and std ``s(t) = 1 - a(t)^2`` (no square root), always
-    below VP's. ``discretize`` is Euler--Maruyama with ``dt = T/N``.
+    below VP's. ``discretize`` is Euler--Maruyama with ``dt = T/N``; discrete-time network labels are not
+    defined (the SDE has no discrete chain of its own).
     """
 
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    N: int = static_field(default=1000)
-
-    def __post_init__(self):
-        VPSDE.__post_init__(self)
-
-    beta = VPSDE.beta
-    log_mean_coeff = VPSDE.log_mean_coeff
-    marginal_mean_coeff = VPSDE.marginal_mean_coeff
-    discrete_betas = VPSDE.discrete_betas
-    alphas = VPSDE.alphas
-
-    def sde(self, x, t):
-        check_batch(x, t)
-        beta = self.beta(t)
-        integral = t * self.beta_min + 0.5 * t**2 * (self.beta_max - self.beta_min)
-        g2 = beta * -jnp.expm1(-2.0 * integral)
-        return -0.5 * batch_broadcast(beta, x) * x, jnp.sqrt(g2)
+    def diffusion_coeff(self, t):
+        return jnp.sqrt(self.beta(t) * -jnp.expm1(-2.0 * self.integrated_beta(t)))
 
     def marginal_std(self, t):
         return -jnp.expm1(2.0 * self.log_mean_coeff(t))
-
-    def prior_std(self):
-        return 1.0
 
     def discretize(self, x, t, index=None):
         check_batch(x, t)
         return self._em_discretize(x, t)
 
-    def langevin_alpha(self, t, index=None):
-        return self.alphas[self._index(t, index)]
+    def _check_discrete_labels(self):
+        raise ValueError("discrete-time (continuous=False) score functions are not defined for SubVPSDE "
+                         "(it has no discrete chain of its own); use continuous=True.")
+
+    def importance_cdf(self, t):
+        """``g^2/s^2 = beta (e^B + 1)/(e^B - 1)`` integrates to ``2 log(expm1(B)) - B``."""
+        b = self.integrated_beta(t)
+        return 2.0 * _logexpm1(b) - b
+
+    def importance_cdf_inverse(self, u):
+        return self._t_from_integrated_beta(2.0 * jnp.arcsinh(0.5 * jnp.exp(0.5 * u)))
 
 
 @pytree_dataclass
@@ -302,15 +368,11 @@ class VESDE(SDE):
     sigma_min: float = 0.01
     sigma_max: float = 50.0
     N: int = static_field(default=1000)
+    paper_parameterization: ClassVar[str] = "scaled"
 
     def __post_init__(self):
         _check_n(self.N)
-        _check_positive("sigma_min", self.sigma_min)
-        _check_positive("sigma_max", self.sigma_max)
-        if _concrete(self.sigma_min) and _concrete(self.sigma_max) and not self.sigma_min < self.sigma_max:
-            raise ValueError(
-                f"sigma_min must be < sigma_max; got sigma_min={self.sigma_min}, sigma_max={self.sigma_max}."
-            )
+        _check_ordered(self, "sigma_min", "sigma_max")
 
     def log_ratio(self):
         return jnp.log(self.sigma_max) - jnp.log(self.sigma_min)
@@ -319,10 +381,11 @@ class VESDE(SDE):
         """The paper's noise level ``sigma(t) = sigma_min (sigma_max/sigma_min)^t``."""
         return self.sigma_min * jnp.exp(t * self.log_ratio())
 
-    def sde(self, x, t):
-        check_batch(x, t)
-        g = self.sigma(t) * jnp.sqrt(2.0 * self.log_ratio())
-        return jnp.zeros_like(x), g
+    def drift_coeff(self, t):
+        return jnp.zeros(jnp.shape(t), jnp.result_type(t, float))
+
+    def diffusion_coeff(self, t):
+        return self.sigma(t) * jnp.sqrt(2.0 * self.log_ratio())
 
     def marginal_mean_coeff(self, t):
         return jnp.ones_like(jnp.asarray(t))
@@ -338,17 +401,47 @@ class VESDE(SDE):
         """SMLD noise levels ``exp(linspace(log sigma_min, log sigma_max, N))``, ascending."""
         return jnp.exp(jnp.linspace(jnp.log(self.sigma_min), jnp.log(self.sigma_max), self.N))
 
+    def _sigma_and_prev(self, index, dtype):
+        sigmas = self.discrete_sigmas.astype(dtype)
+        prev = jnp.where(index == 0, 0.0, sigmas[jnp.maximum(index - 1, 0)])
+        return sigmas[index], prev
+
     def discretize(self, x, t, index=None):
         """SMLD step: ``f_i = 0``, ``G_i = sqrt(sigma_i^2 - sigma_{i-1}^2)``, ``sigma_{-1} = 0``."""
         check_batch(x, t)
-        i = self._index(t, index)
-        sigmas = self.discrete_sigmas.astype(x.dtype)
-        sigma = sigmas[i]
-        prev = jnp.where(i == 0, 0.0, sigmas[jnp.maximum(i - 1, 0)])
+        sigma, prev = self._sigma_and_prev(self._index(t, index), x.dtype)
         return jnp.zeros_like(x), jnp.sqrt(sigma**2 - prev**2)
+
+    def ancestral_step(self, x, score, index):
+        """SMLD ancestral step: ``x_mean = x + (sigma_i^2 - sigma_{i-1}^2) score``, noise std
+        ``sqrt(sigma_{i-1}^2 (sigma_i^2 - sigma_{i-1}^2) / sigma_i^2)`` (Song et al. 2021, App. F)."""
+        sigma, prev = self._sigma_and_prev(index, x.dtype)
+        x_mean = x + batch_broadcast(sigma**2 - prev**2, x) * score
+        return x_mean, jnp.sqrt(prev**2 * (sigma**2 - prev**2) / sigma**2)
 
     def langevin_alpha(self, t, index=None):
         return jnp.ones(jnp.shape(t))
+
+    def time_label(self, t, *, continuous=True):
+        """``sigma(t)`` (continuous) or ``N - 1 - i`` (discrete: label 0 is sigma_max, the paper's table)."""
+        t = jnp.asarray(t)
+        if continuous:
+            return self.sigma(t)
+        return (self.N - 1 - self.time_index(t)).astype(t.dtype)
+
+    def label_std(self, t, *, continuous=True):
+        """``sigma(t)`` (continuous; the paper's level, not the exact ``s(t)``) or ``discrete_sigmas[i]``."""
+        t = jnp.asarray(t)
+        if continuous:
+            return self.sigma(t)
+        return self.discrete_sigmas.astype(t.dtype)[self.time_index(t)]
+
+    def importance_cdf(self, t):
+        """``g^2/s^2 = 2L e^{2tL} / expm1(2tL)`` (exact kernel) integrates to ``log(expm1(2 t L))``."""
+        return _logexpm1(2.0 * t * self.log_ratio())
+
+    def importance_cdf_inverse(self, u):
+        return jax.nn.softplus(u) / (2.0 * self.log_ratio())
 
 
 def _coef(probability_flow):
@@ -389,3 +482,11 @@ def reverse_discretize(sde, score_fn, x, t, index=None, probability_flow=False):
     score = check_score(score_fn(x, t), x)
     rev_f = f - _coef(probability_flow) * batch_broadcast(G**2, x) * score
     return rev_f, (jnp.zeros_like(G) if probability_flow else G)
+
+
+def tweedie_denoise(sde, score_fn, x, t):
+    """Posterior mean ``E[x_0 | x_t] = (x_t + s(t)^2 score(x_t, t)) / a(t)`` (Tweedie's formula for the
+    Gaussian kernel ``x_t = a(t) x_0 + s(t) z``; Efron 2011): one score evaluation."""
+    score = check_score(score_fn(x, t), x)
+    a, s = sde.marginal_mean_coeff(t), sde.marginal_std(t)
+    return (x + batch_broadcast(s**2, x) * score) / batch_broadcast(a, x)

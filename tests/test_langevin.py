@@ -114,7 +114,7 @@ def test_trajectory_and_no_recompile_for_new_step_size():
 
 
 def test_bad_arguments_raise():
-    with pytest.raises(ValueError, match="sigmas must be positive and strictly decreasing"):
+    with pytest.raises(ValueError, match="sigmas must be positive, finite and strictly decreasing"):
         annealed_langevin(jax.random.key(0), lambda x, s: -x, jnp.ones((4, 2)), jnp.array([1.0, 2.0]))
     with pytest.raises(ValueError, match="step_size must be > 0"):
         annealed_langevin(jax.random.key(0), lambda x, s: -x, jnp.ones((4, 2)), jnp.array([2.0, 1.0]), step_size=0.0)

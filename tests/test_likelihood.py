@@ -409,9 +409,9 @@ def test_bits_per_dim_never_negative_with_uniform_dequantisation(x64, key):
 
 
 @pytest.mark.parametrize("kw, err, match", [
-    (dict(divergence="trace"), ValueError, r"unknown divergence 'trace'; valid: \['exact', 'hutchinson'\]"),
-    (dict(probe="sphere"), ValueError, r"unknown probe 'sphere'; valid: \['gaussian', 'rademacher'\]"),
-    (dict(solver="rk4"), ValueError, r"unknown solver 'rk4'; valid: \['dopri5', 'euler', 'heun', 'tsit5'\]"),
+    (dict(divergence="trace"), ValueError, r"unknown divergence 'trace'; valid names: \['exact', 'hutchinson'\]"),
+    (dict(probe="sphere"), ValueError, r"unknown probe 'sphere'; valid names: \['gaussian', 'rademacher'\]"),
+    (dict(solver="rk4"), ValueError, r"unknown solver 'rk4'; valid names: \['dopri5', 'euler', 'heun', 'tsit5'\]"),
     (dict(solver="euler"), ValueError, "no error estimate"),
     (dict(rtol=0.0), ValueError, "rtol must be > 0"),
     (dict(atol=-1e-5), ValueError, "atol must be > 0"),
@@ -442,7 +442,7 @@ def test_data_errors(x, err, match):
     (jnp.zeros((4, 2)), {}, TypeError, "levels must be an integer array"),
     (jnp.full((4, 2), 256), {}, ValueError, r"levels must lie in \[0, 256\)"),
     (jnp.zeros((4, 2), jnp.int32), dict(dequantization="variational"), ValueError,
-     r"unknown dequantization 'variational'; valid: \['none', 'uniform'\]"),
+     r"unknown dequantization 'variational'; valid names: \['none', 'uniform'\]"),
     (jnp.zeros((4, 2), jnp.int32), dict(data_range=(1.0, 0.0)), ValueError, "lo < hi"),
     (jnp.zeros((4, 2), jnp.int32), dict(dequantization="none", num_repeats=3), ValueError,
      "num_repeats must be 1"),

@@ -352,7 +352,7 @@ def test_registry_and_errors():
         L.get_smld_loss_fn(sde)
     with pytest.raises(ValueError, match="needs a VPSDE"):
         L.get_ddpm_loss_fn(sj.VESDE())
-    with pytest.raises(ValueError, match="projection must be one of"):
+    with pytest.raises(ValueError, match=r"unknown projection 'sphere'; valid names: \['gaussian', 'rademacher'\]"):
         L.sliced_score_matching_loss(lambda x: x, jax.random.key(0), jnp.ones((2, 2)), projection="sphere")
     with pytest.raises(ValueError, match="eps must be in"):
         L.get_sde_loss_fn(sde, eps=1.5)

@@ -48,7 +48,7 @@ PAPER_COUNTS = {
     "vp/ddpm/cifar10_continuous": 35_218_947,
 }
 
-_NOT_ARCHITECTURE = {"ema_rate", "sigma_min", "sigma_max", "num_scales", "beta_min", "beta_max", "dropout"}
+_NOT_ARCHITECTURE = {"dropout", "parameterization"}
 _CACHE = {}
 
 
@@ -100,8 +100,13 @@ def test_config_twins_have_the_paper_values():
     assert (m.name, m.nf, m.ch_mult, m.num_res_blocks, m.attn_resolutions) == ("ncsnpp", 128, (1, 2, 2, 2), 4, (16,))
     assert (m.fir, m.fir_kernel, m.resblock_type, m.progressive, m.progressive_input) == (
         True, (1, 3, 3, 1), "biggan", "none", "residual")
-    assert (m.embedding_type, m.fourier_scale, m.scale_by_sigma, m.ema_rate) == ("fourier", 16.0, True, 0.999)
-    assert (c.training.sde, c.training.continuous, c.data.centered) == ("vesde", True, False)
+    assert (m.embedding_type, m.fourier_scale, m.scale_by_sigma, c.optim.ema_rate) == ("fourier", 16.0, True, 0.999)
+    assert (c.sde.name, c.sde.sigma_min, c.sde.sigma_max, c.sde.N) == ("vesde", 0.01, 50.0, 1000)
+    assert (c.training.loss, c.data.centered) == ("dsm", False)
+    assert get_config("ve/cifar10_ncsnpp").training.loss == "smld"
+    assert get_config("vp/ddpm/cifar10").training.loss == "ddpm"
+    b = get_config("ve/ncsnv2/bedroom")
+    assert (b.sde.sigma_max, b.sde.N, b.optim.ema_rate, b.model.name) == (190.0, 1086, 0.9999, "ncsnv2_128")
     v = get_config("vp/cifar10_ddpmpp_continuous")
     assert (v.model.fir, v.model.progressive_input, v.model.embedding_type, v.model.scale_by_sigma) == (
         False, "none", "positional", False)
@@ -115,7 +120,7 @@ def test_unknown_names_raise_with_the_valid_list():
     cfg.model.name = "ncsnpp3"
     with pytest.raises(ValueError, match="ncsnv2_64"):
         get_model(cfg)
-    assert set(model_names()) == {"ncsnpp", "ddpm", "ncsnv2_64", "ncsnv2_128", "ncsnv2_256"}
+    assert set(model_names()) == {"mlp", "ncsnpp", "ddpm", "ncsnv2_64", "ncsnv2_128", "ncsnv2_256"}
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -144,7 +149,14 @@ def test_resolution_not_divisible_and_bad_labels_raise():
 
 
 def test_fourier_embedding_needs_continuous_training():
+    """A sigma-conditioned (Fourier) NCSN++ cannot take the discrete SMLD loss's level labels: ``build``
+    refuses the config before compiling anything."""
+    from sde_jax import training
+
     cfg = get_config("ve/cifar10_ncsnpp_continuous")
-    cfg.training.continuous = False
-    with pytest.raises(ValueError, match="continuous"):
-        get_model(cfg)
+    cfg.training.loss = "smld"
+    cfg.training.batch_size = 8
+    cfg.training.num_steps = 10
+    cfg.optim.update(dict(optimizer="adam", lr=2e-4, beta1=0.9, eps=1e-8, warmup=0, grad_clip=1.0))
+    with pytest.raises(ValueError, match="needs continuous=True"):
+        training.build(cfg)

@@ -10,11 +10,10 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import sde_jax as sj
-from sde_jax.models import get_config, get_model, get_model_score_fn
+from sde_jax.models import get_config, get_model, get_score_fn
 from sde_jax.parallel import make_data_mesh, shard_batch
 
 
@@ -42,12 +41,12 @@ def _tiny(name, **over):
 def _labels(cfg, key, b):
     """Labels in the convention of the config's training: sigma (VE continuous), 999 t (VP continuous) or
     integer levels (discrete)."""
-    m = cfg.model
-    if cfg.training.continuous and cfg.training.sde == "vesde":
-        return jnp.exp(jax.random.uniform(key, (b,), minval=math.log(m.sigma_min), maxval=math.log(m.sigma_max)))
-    if cfg.training.continuous:
+    s = cfg.sde
+    if sj.training.is_continuous(cfg) and s.name == "vesde":
+        return jnp.exp(jax.random.uniform(key, (b,), minval=math.log(s.sigma_min), maxval=math.log(s.sigma_max)))
+    if sj.training.is_continuous(cfg):
         return 999.0 * jax.random.uniform(key, (b,), minval=1e-3)
-    return jax.random.randint(key, (b,), 0, m.num_scales).astype(jnp.float32)
+    return jax.random.randint(key, (b,), 0, s.N).astype(jnp.float32)
 
 
 def _random_params(key, model, x, labels, scale=0.2, **kw):
@@ -66,40 +65,43 @@ def _random_params(key, model, x, labels, scale=0.2, **kw):
     return jax.tree_util.tree_unflatten(tree, out)
 
 
-# --- one training step of each small config -----------------------------------------------------------------
+# --- one training step of each small config, through training.build ----------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["small/ncsnpp", "small/ddpmpp", "small/ddpm", "small/ncsnv2"])
-def test_small_config_training_step_is_finite(key, name):
+def test_small_config_training_step_through_build(key, name):
+    """The pieces come from ``training.build(config)`` alone (SDE, network, loss with the config's labels and
+    output conventions, optimizer, EMA, dropout rngs): one jitted step on a batch of 2 is finite, changes the
+    parameters, and its loss equals the loss function evaluated at the initial parameters with the step's
+    key (the step computes what the factory says)."""
     cfg = get_config(name)
-    model = get_model(cfg)
-    k_x, k_l, k_p, k_z, k_d = jax.random.split(key, 5)
-    x0 = jax.random.uniform(k_x, (2, 32, 32, 3))
-    labels = _labels(cfg, k_l, 2)
-    params = _random_params(k_p, model, x0, labels, scale=0.05)
-    opt = optax.adam(2e-4)
-    opt_state = opt.init(params)
-    m = cfg.model
+    cfg.training.update(dict(batch_size=2, num_steps=10, num_devices=1))
+    cfg.optim.update(dict(optimizer="adam", lr=2e-4, beta1=0.9, beta2=0.999, eps=1e-8, warmup=0,
+                          grad_clip=1.0, ema_warmup=False))
+    parts = sj.training.build(cfg)
+    params = parts.init_params(key)
+    state = sj.training.init_train_state(params, parts.tx)
+    x0 = jax.random.uniform(jax.random.key(1), (2,) + parts.data_shape) * 2.0 - 1.0
+    loss_key = jax.random.key(2)
+    expected, _ = jax.jit(lambda p: parts.loss_fn(parts.make_score_fn(p, rngs=_dropout_rngs(parts, loss_key)),
+                                                  _loss_key(parts, loss_key), x0))(params)
+    new, metrics = jax.jit(parts.train_step)(jax.tree.map(jnp.copy, state), x0, loss_key)
+    assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["grad_norm"]) and metrics["grad_norm"] > 0
+    np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-4)
+    assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(new.params))
+    assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(new.params),
+                                                              jax.tree.leaves(params))) > 0
 
-    def loss_fn(params, z):
-        if cfg.training.sde == "vesde":   # DSM on the score: || s sigma + z ||^2 (network divides by sigma)
-            sig = (labels if cfg.training.continuous
-                   else jnp.asarray(np.exp(np.linspace(np.log(m.sigma_max), np.log(m.sigma_min), m.num_scales)),
-                                    jnp.float32)[labels.astype(jnp.int32)])
-            out = model.apply(params, x0 + sig[:, None, None, None] * z, labels, train=True, rngs={"dropout": k_d})
-            return jnp.mean(jnp.sum((out * sig[:, None, None, None] + z) ** 2, axis=(1, 2, 3)))
-        xt = 0.8 * x0 + 0.6 * z           # noise prediction (DDPM): || eps_theta - z ||^2
-        out = model.apply(params, xt, labels, train=True, rngs={"dropout": k_d})
-        return jnp.mean(jnp.sum((out - z) ** 2, axis=(1, 2, 3)))
 
-    @jit
-    def step(params, opt_state, z):
-        loss, grads = jax.value_and_grad(loss_fn)(params, z)
-        updates, opt_state = opt.update(grads, opt_state)
-        return optax.apply_updates(params, updates), opt_state, loss, optax.tree.norm(grads)
+def _loss_key(parts, key):
+    """The loss key the train step derives at step 0 (see ``training.make_train_step``)."""
+    step_key = jax.random.fold_in(key, 0)
+    return jax.random.split(step_key)[0] if float(getattr(parts.model, "dropout", 0.0)) > 0 else step_key
 
-    new_params, _, loss, gnorm = step(params, opt_state, jax.random.normal(k_z, x0.shape))
-    assert np.isfinite(loss) and np.isfinite(gnorm) and gnorm > 0
-    assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(new_params))
+
+def _dropout_rngs(parts, key):
+    if not float(getattr(parts.model, "dropout", 0.0)) > 0:
+        return None
+    return {"dropout": jax.random.fold_in(jax.random.split(jax.random.fold_in(key, 0))[1], 0)}
 
 
 # --- jit, sharding and per-example independence -------------------------------------------------------------
@@ -194,7 +196,7 @@ def test_class_conditional_ncsnpp(key):
 def test_ve_continuous_score_fn_uses_sigma_labels_and_the_networks_own_scaling(key):
     """VE + NCSN++ (Fourier, scale_by_sigma): label sigma(t), score = network output (it divided by sigma)."""
     cfg = _tiny("small/ncsnpp")
-    sde = sj.VESDE(sigma_min=cfg.model.sigma_min, sigma_max=cfg.model.sigma_max, N=cfg.model.num_scales)
+    sde = sj.training.build_sde(cfg.sde)
     model = get_model(cfg)
     cfg.model.scale_by_sigma = False
     raw = get_model(cfg)
@@ -202,7 +204,8 @@ def test_ve_continuous_score_fn_uses_sigma_labels_and_the_networks_own_scaling(k
     x = jax.random.normal(k_x, (2, 8, 8, 3))
     t = jnp.array([0.1, 0.9])
     params = _random_params(k_p, model, x, sde.sigma(t))
-    score_fn = get_model_score_fn(sde, model, params, continuous=True)
+    score_fn = get_score_fn(sde, model, params, continuous=True)
+    assert score_fn.parameterization == "score"     # the network divides by sigma itself
 
     @jit
     def run(params):
@@ -214,7 +217,8 @@ def test_ve_continuous_score_fn_uses_sigma_labels_and_the_networks_own_scaling(k
 
 def test_ve_discrete_score_fn_uses_level_labels(key):
     """VE + NCSN++ (positional, discrete): label N-1-i with i = round(t (N-1)), sigma from the table."""
-    cfg = _tiny("ve/cifar10_ncsnpp", num_scales=10, sigma_max=5.0)
+    cfg = _tiny("ve/cifar10_ncsnpp")
+    cfg.sde.update(dict(N=10, sigma_max=5.0))
     sde = sj.VESDE(sigma_min=0.01, sigma_max=5.0, N=10)
     model = get_model(cfg)
     cfg.model.scale_by_sigma = False
@@ -223,12 +227,12 @@ def test_ve_discrete_score_fn_uses_level_labels(key):
     x = jax.random.normal(k_x, (2, 8, 8, 3))
     t = jnp.array([0.0, 7.0 / 9.0])                   # levels i = 0 and 7
     params = _random_params(k_p, model, x, jnp.zeros(2))
-    score_fn = get_model_score_fn(sde, model, params, continuous=False)
+    score_fn = get_score_fn(sde, model, params, continuous=False)
     s, out = jit(lambda p: (score_fn.replace(params=p)(x, t), raw.apply(p, x, jnp.array([9.0, 2.0]))))(params)
     sig = np.asarray(sde.discrete_sigmas)[[0, 7]]
     np.testing.assert_allclose(s, out / sig[:, None, None, None], rtol=1e-5)
     with pytest.raises(ValueError, match="sigma table"):
-        get_model_score_fn(sj.VESDE(sigma_min=0.01, sigma_max=50.0, N=10), model, params, continuous=False)
+        get_score_fn(sj.VESDE(sigma_min=0.01, sigma_max=50.0, N=10), model, params, continuous=False)
 
 
 @pytest.mark.parametrize("sde_name", ["vp", "subvp"])
@@ -240,7 +244,8 @@ def test_vp_score_fn_is_minus_noise_prediction_over_std_with_999t_labels(key, sd
     x = jax.random.normal(k_x, (2, 8, 8, 3))
     t = jnp.array([0.05, 0.7])
     params = _random_params(k_p, model, x, 999.0 * t)
-    score_fn = get_model_score_fn(sde, model, params, continuous=True)
+    score_fn = get_score_fn(sde, model, params, continuous=True)
+    assert score_fn.parameterization == "noise"
 
     @jit
     def run(params):
@@ -250,17 +255,20 @@ def test_vp_score_fn_is_minus_noise_prediction_over_std_with_999t_labels(key, sd
     std = sde.marginal_std(t)[:, None, None, None]
     np.testing.assert_allclose(s, -out / std, rtol=1e-5)
     with pytest.raises(ValueError, match="scale_by_sigma"):
-        get_model_score_fn(sde, get_model(_tiny("small/ncsnpp")), params)
+        get_score_fn(sde, get_model(_tiny("small/ncsnpp")), params)
 
 
-def test_plain_wrapper_refuses_to_rescale_a_network_that_scales_by_sigma():
-    """get_score_fn's VE default ('scaled': out / sigma) would divide a scale_by_sigma network's output twice."""
-    from sde_jax.models import get_score_fn
-    sde = sj.VESDE(sigma_min=0.01, sigma_max=50.0)
+def test_factory_refuses_to_rescale_a_network_that_scales_by_sigma():
+    """A scale_by_sigma network's output is the score: the default picks 'score' (given the module or its bound
+    apply), and an explicit 'scaled' (the VE default for other networks) would divide twice, so it raises."""
     for name in ("ve/cifar10_ncsnpp_continuous", "ve/ncsnv2/cifar10"):
-        model = get_model(_tiny(name))
-        with pytest.raises(ValueError, match="get_model_score_fn"):
-            get_score_fn(sde, model.apply, None)
-        assert get_score_fn(sde, model.apply, None, parameterization="score").parameterization == "score"
+        cfg = _tiny(name)
+        sde = sj.training.build_sde(cfg.sde)
+        model = get_model(cfg)
+        continuous = sj.training.is_continuous(cfg)
+        for m in (model, model.apply):
+            assert get_score_fn(sde, m, None, continuous=continuous).parameterization == "score"
+            with pytest.raises(ValueError, match="would rescale it again"):
+                get_score_fn(sde, m, None, continuous=continuous, parameterization="scaled")
     mlp = sj.models.ScoreMLP()
-    assert get_score_fn(sde, mlp.apply, None).parameterization == "scaled"
+    assert get_score_fn(sj.VESDE(), mlp, None).parameterization == "scaled"

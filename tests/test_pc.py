@@ -22,7 +22,7 @@ def _combos():
     for name, (sde, _) in SDES.items():
         for pred in ["euler_maruyama", "reverse_diffusion", "ancestral", "none"]:
             p = PREDICTORS[pred]
-            if p.sde_types is not None and not isinstance(sde, p.sde_types):
+            if p.requires is not None and not hasattr(sde, p.requires):
                 continue
             for corr in ["langevin", "ald", "none"]:
                 if pred == "none" and corr == "none":

@@ -1,4 +1,5 @@
 """SDEs against closed forms and against Monte-Carlo simulation of the forward SDE."""
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,20 +118,20 @@ def test_image_shaped_data_and_reverse_drifts(x64, key):
 
 
 def test_hyperparameters_are_traced_not_static():
-    traces = []
-
     @jax.jit
+    @chex.assert_max_traces(n=2)
     def std(sde, t):
-        traces.append(1)
         return sde.marginal_std(t)
 
     t = jnp.array([0.5])
     a = std(sj.VPSDE(beta_max=20.0), t)
-    b = std(sj.VPSDE(beta_max=10.0), t)
-    assert len(traces) == 1 and not np.allclose(a, b)
-    # Different classes with the same fields must not share a trace.
+    b = std(sj.VPSDE(beta_max=10.0), t)        # same class, new values: no new trace
+    assert not np.allclose(a, b)
+    # Different classes with the same fields must not share a trace (the second and last allowed trace).
     c = std(sj.SubVPSDE(beta_max=10.0), t)
-    assert len(traces) == 2 and not np.allclose(b, c)
+    assert not np.allclose(b, c)
+    with pytest.raises(AssertionError, match="traced > 2 times"):
+        std(sj.VESDE(), t)
     assert jax.tree.structure(sj.VPSDE()) != jax.tree.structure(sj.SubVPSDE())
 
 

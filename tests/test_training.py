@@ -28,12 +28,10 @@ def tiny_config(**training_overrides):
 
 
 def _setup(config):
-    parts = training.build(config)
+    parts = training.build(config, data_shape=(2,))
     target = get_target(config.data.target)
-    state = training.init_train_state(training.init_params(parts.model, jax.random.key(1), (2,)), parts.tx)
-    step = training.make_train_step(parts.loss_fn, parts.make_score_fn, parts.tx, ema_rate=config.optim.ema_rate,
-                                    ema_warmup=config.optim.ema_warmup, schedule=parts.schedule)
-    return parts, target, state, step
+    state = training.init_train_state(parts.init_params(jax.random.key(1)), parts.tx)
+    return parts, target, state, parts.train_step
 
 
 def _max_diff(a, b):
@@ -111,7 +109,7 @@ def _fit_setup():
 
 def _fresh_state():
     parts = _fit_setup()[0]
-    return training.init_train_state(training.init_params(parts.model, jax.random.key(1), (2,)), parts.tx)
+    return training.init_train_state(parts.init_params(jax.random.key(1)), parts.tx)
 
 
 def _fit(workdir, num_steps, batch_fn=None, **kw):
@@ -163,30 +161,30 @@ def _set(config, path, value):
 
 
 @pytest.mark.parametrize("path,value,message", [
-    ("training.loss", "nce", r"training.loss: unknown name 'nce'; valid names: \['ddpm', 'dsm', 'esm'"),
-    ("sde.name", "cld", r"sde.name: unknown name 'cld'; valid names: \['subvpsde', 'vesde', 'vpsde'\]"),
-    ("model.name", "unet", r"model.name: unknown name 'unet'; valid names: \[.*'mlp'"),
+    ("training.loss", "nce", r"unknown training.loss 'nce'; valid names: \['ddpm', 'dsm', 'esm'"),
+    ("sde.name", "cld", r"unknown sde.name 'cld'; valid names: \['subvpsde', 'vesde', 'vpsde'\]"),
+    ("model.name", "unet", r"unknown model.name 'unet'; valid names: \[.*'mlp'"),
     ("training.batch_size", 100, r"training.batch_size 100 is not divisible by the number of devices"),
     ("optim.lr", -1e-3, r"optim.lr must be a number >= 0.0; got -0.001"),
-    ("optim.optimizer", "sgd", r"optim.optimizer: unknown name 'sgd'"),
+    ("optim.optimizer", "sgd", r"unknown optim.optimizer 'sgd'"),
     ("training.loss", "smld", r"training.loss: 'smld' needs sde.name='vesde'; got 'vpsde'"),
-    ("training.projection", "sphere", r"training.projection: unknown name 'sphere'"),
+    ("training.projection", "sphere", r"unknown training.projection 'sphere'"),
 ])
 def test_bad_config_fails_before_training_naming_the_field(path, value, message):
     config = _set(get_config(), path, value)
     with pytest.raises(ValueError, match=message):
-        training.validate_config(config)
+        training.build(config, data_shape=(2,))
 
 
 def test_unknown_model_field_and_unwritable_workdir(tmp_path):
     config = get_config()
     config.model.depth = 3
     with pytest.raises(ValueError, match=r"model.depth: not a field of ScoreMLP"):
-        training.validate_config(config)
+        training.build(config, data_shape=(2,))
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
     with pytest.raises(ValueError, match=r"workdir: .*a_file/run' is not writable"):
-        training.validate_config(get_config(), str(blocker / "run"))   # fails even as root
+        training.build(get_config(), str(blocker / "run"), data_shape=(2,))   # fails even as root
 
 
 # --------------------------------------------------------------------------------------------------

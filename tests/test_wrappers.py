@@ -1,4 +1,6 @@
-"""The score wrapper: the paper's label and scaling conventions per SDE, and no recompilation."""
+"""The score-function factory: the paper's label and scaling conventions per SDE (the SDE classes'
+``time_label``/``label_std``), the conventions chosen from the network, and no recompilation."""
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,8 +8,15 @@ import pytest
 
 import sde_jax as sj
 from sde_jax.losses import discrete_times
-from sde_jax.models import ScoreMLP, get_score_fn, noise_std, time_labels
-from sde_jax.models.wrappers import default_parameterization
+from sde_jax.models import ScoreMLP, get_score_fn
+
+
+def time_labels(sde, t, continuous=True):
+    return sde.time_label(t, continuous=continuous)
+
+
+def noise_std(sde, t, continuous=True):
+    return sde.label_std(t, continuous=continuous)
 
 
 def _echo(params, x, labels, **kwargs):
@@ -50,12 +59,13 @@ def test_parameterizations(sde, parameterization, expected):
 
 
 def test_defaults_and_errors():
-    assert default_parameterization(VE) == "scaled"
-    assert default_parameterization(VP) == default_parameterization(SUBVP) == "noise"
+    assert VE.paper_parameterization == "scaled"
+    assert VP.paper_parameterization == SUBVP.paper_parameterization == "noise"
     assert get_score_fn(VP, _echo, 1.0).parameterization == "noise"
+    assert get_score_fn(VE, _echo, 1.0).parameterization == "scaled"
     with pytest.raises(ValueError, match="not defined for SubVPSDE"):
         get_score_fn(SUBVP, _echo, 1.0, continuous=False)
-    with pytest.raises(ValueError, match=r"parameterization must be one of \['noise', 'scaled', 'score'\]"):
+    with pytest.raises(ValueError, match=r"unknown parameterization 'eps'; valid names: \['noise', 'scaled', 'score'\]"):
         get_score_fn(VP, _echo, 1.0, parameterization="eps")
     with pytest.raises(ValueError, match="t must have shape"):
         get_score_fn(VP, _echo, 1.0)(jnp.ones((4, 2)), jnp.ones((3,)))
@@ -77,17 +87,15 @@ def test_fresh_wrapper_does_not_recompile():
     x, t = jnp.ones((4, 2)), jnp.full((4,), 0.5)
     p1 = model.init(jax.random.key(0), x, t)
     p2 = jax.tree.map(lambda a: a + 1.0, p1)
-    traces = []
-
     @jax.jit
+    @chex.assert_max_traces(n=1)
     def apply(score_fn, x, t):
-        traces.append(1)
         return score_fn(x, t)
 
-    s1 = apply(get_score_fn(VP, model.apply, p1), x, t)
-    s2 = apply(get_score_fn(VP, model.apply, p2), x, t)
-    assert len(traces) == 1 and not np.allclose(s1, s2)
-    np.testing.assert_allclose(s1, get_score_fn(VP, model.apply, p1)(x, t), rtol=1e-5)
+    s1 = apply(get_score_fn(VP, model, p1), x, t)
+    s2 = apply(get_score_fn(VP, model.apply, p2), x, t)   # the module or its bound apply: the same program
+    assert not np.allclose(s1, s2)
+    np.testing.assert_allclose(s1, get_score_fn(VP, model, p1)(x, t), rtol=1e-5)
 
 
 def test_rngs_are_forwarded_and_traced():

@@ -125,33 +125,26 @@ def train(config, workdir: str, *, progress: bool = True) -> Trained:
     """Validate the config, then train (or resume) the score model; checkpoints go to ``workdir``."""
     target = get_target(config.data.target)
     # ESM trains against the exact score of p_t, which only a toy target has.
-    extra = {"target_score_fn": target.perturbed_score(training.build_sde(config.sde))} \
-        if config.training.loss == "esm" else {}
-    parts = training.build(config, workdir, **extra)
+    extra = (lambda sde: {"target_score_fn": target.perturbed_score(sde)}) if config.training.loss == "esm" else None
+    parts = training.build(config, workdir, data_shape=(target.dim,), loss_extra=extra)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json(indent=2))
     keys = _keys(config)
-    state = training.init_train_state(training.init_params(parts.model, keys["init"], (target.dim,)), parts.tx)
-    train_step = training.make_train_step(parts.loss_fn, parts.make_score_fn, parts.tx,
-                                          ema_rate=config.optim.ema_rate, ema_warmup=config.optim.ema_warmup,
-                                          schedule=parts.schedule)
+    state = training.init_train_state(parts.init_params(keys["init"]), parts.tx)
     batch_fn = training.sampler_batch_fn(target.sample, config.training.batch_size)
-    ckpt = training.Checkpointer(os.path.join(workdir, training.CHECKPOINT_DIR))
-    resumed_from = ckpt.latest_step()
-    ckpt.close()
     t0 = time.perf_counter()
     state, history = training.fit(
-        state, train_step, batch_fn, keys["train"], num_steps=config.training.num_steps, workdir=workdir,
+        state, parts.train_step, batch_fn, keys["train"], num_steps=config.training.num_steps, workdir=workdir,
         steps_per_call=config.training.steps_per_call, checkpoint_every=config.training.checkpoint_every,
         snapshot_every=config.training.snapshot_every or None, log_every=config.training.log_every,
         mesh=parts.mesh, progress=progress)
-    return Trained(parts, target, state, history, resumed_from, time.perf_counter() - t0)
+    return Trained(parts, target, state, history, history.resumed_from, time.perf_counter() - t0)
 
 
 def score_errors(config, trained: Trained) -> tuple[float, float]:
     """:func:`score_error` of the initial parameters and of the trained EMA parameters (same keys)."""
     parts, target, keys = trained.parts, trained.target, _keys(config)
-    init = training.init_params(parts.model, keys["init"], (target.dim,))  # re-derived: the state's were donated
+    init = parts.init_params(keys["init"])  # re-derived: the state's were donated
     ema = jax.device_put(trained.state.ema_params, jax.devices()[0])
     n, eps = int(config.eval.score_error_samples), float(config.sampling.eps)
     return (score_error(parts.make_score_fn(init), target, parts.sde, keys["err"], n, eps),

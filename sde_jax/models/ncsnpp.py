@@ -129,6 +129,12 @@ class NCSNpp(nn.Module):
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout}.")
 
+    @property
+    def uses_sigma_labels(self) -> bool:
+        """Conditioned on the noise level ``sigma`` itself (Fourier features of ``log sigma``), not a time or
+        an integer level."""
+        return self.embedding_type == "fourier"
+
     @nn.compact
     def __call__(self, x, labels, train: bool = False, class_labels=None):
         """Args:

@@ -21,7 +21,7 @@ ncsnv2_256     129..256                 ... plus one more (2,down,1) stage
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -50,6 +50,7 @@ class NCSNv2(nn.Module):
     'nearest_neighbor'), centered, sigma_min, sigma_max, num_scales, dtype, remat.
     """
 
+    scale_by_sigma: ClassVar[bool] = True   # the output is divided by the level's sigma (always)
     variant: str = "ncsnv2_64"
     nf: int = 128
     normalization: str = "InstanceNorm++"

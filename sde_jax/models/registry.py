@@ -1,22 +1,28 @@
-"""The model registry: ``config.model.name`` -> Flax module, ``init`` from a config, parameter counting.
+"""The network registry: ``config.model.name`` -> Flax module, ``init`` from a config, parameter counting.
 
-One dict (:data:`MODELS`) maps the paper's model names to a builder that reads a config; everything else
-(``get_model``, ``init_model``) goes through it, and unknown names raise an error listing the valid ones.
+One dict (:data:`MODELS`) maps every network name -- the toy ``"mlp"`` and the paper's ``"ncsnpp"``,
+``"ddpm"``, ``"ncsnv2_64/128/256"`` -- to a builder that reads a config; :func:`get_model` and
+:func:`init_model` go through it, and unknown names raise an error listing the valid ones. Networks are
+turned into scores by the one factory :func:`sde_jax.models.get_score_fn`.
+
+Config fields read (the one config dialect, shared with :mod:`sde_jax.training` and the experiments)::
+
+    model.name, model.<network fields>, model.dtype ('float32' | 'bfloat16' | 'float16'), model.remat
+    sde.{sigma_min, sigma_max, N}    the VE sigma table of networks that scale by sigma (NCSN++, DDPM, NCSNv2)
+    data.{image_size, num_channels, centered} or data.dim (low-dimensional data): the input shape
 
 Usage::
 
     cfg = sde_jax.models.get_config("small/ncsnpp")
     model, variables = sde_jax.models.init_model(key, cfg)          # input shape from cfg.data
-    out = model.apply(variables, x, labels, train=False)             # x [B, H, W, C], labels [B]
+    score_fn = sde_jax.models.get_score_fn(sde, model, variables)   # the paper's conventions
     n = sde_jax.models.count_params(variables)
-
-The network's raw output becomes a score ``score_fn(x, t)`` through the wrapper in
-:mod:`sde_jax.models.wrappers` (``get_score_fn(sde, model.apply, variables, continuous=...)``), which
-applies the paper's label and scaling conventions (see the models README).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import math
 from typing import Any, Callable
 
@@ -25,37 +31,54 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from sde_jax import _checks as C
 from sde_jax.models.ddpm import DDPM
+from sde_jax.models.mlp import ScoreMLP
 from sde_jax.models.ncsnpp import NCSNpp
 from sde_jax.models.ncsnv2 import NCSNV2_VARIANTS, NCSNv2
-from sde_jax.models.wrappers import get_score_fn
-from sde_jax.sdes import VESDE
 
-__all__ = ["MODELS", "get_model", "init_model", "count_params", "model_names", "DTYPES", "scales_by_sigma",
-           "get_model_score_fn"]
+__all__ = ["MODELS", "register_model", "get_model", "init_model", "count_params", "model_names", "DTYPES",
+           "input_shape_of"]
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
+# Fields of config.model that are not network constructor arguments.
+_RESERVED = ("name", "parameterization")
+
 
 def _dtype(m) -> Any:
-    name = m.get("dtype", "float32")
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise ValueError(f"Unknown model.dtype {name!r}; valid: {sorted(DTYPES)}.") from None
+    return C.lookup(DTYPES, m.get("dtype", "float32"), "model.dtype")
+
+
+def _sigma_table(config) -> dict:
+    """The VE sigma table from ``config.sde`` (networks that divide by sigma look it up by level)."""
+    s = config.get("sde", ml_collections.ConfigDict())
+    return dict(sigma_min=float(s.get("sigma_min", 0.01)), sigma_max=float(s.get("sigma_max", 50.0)),
+                num_scales=int(s.get("N", 1000)))
 
 
 def _common(config) -> dict:
     m = config.model
-    return dict(centered=bool(config.data.centered), sigma_min=float(m.sigma_min), sigma_max=float(m.sigma_max),
-                num_scales=int(m.num_scales), dtype=_dtype(m), remat=bool(m.get("remat", False)))
+    return dict(centered=bool(config.data.centered), dtype=_dtype(m), remat=bool(m.get("remat", False)),
+                **_sigma_table(config))
+
+
+def _build_mlp(config) -> nn.Module:
+    """:class:`ScoreMLP` from ``config.model``: every field but ``name``/``parameterization`` must be one of its
+    attributes."""
+    allowed = {f.name for f in dataclasses.fields(ScoreMLP) if f.init and f.name not in ("parent", "name")}
+    kwargs = {}
+    for k, v in config.model.items():
+        if k in _RESERVED:
+            continue
+        if k not in allowed:
+            raise ValueError(f"model.{k}: not a field of ScoreMLP; valid fields: {sorted(allowed)}.")
+        kwargs[k] = tuple(v) if isinstance(v, list) else v
+    return ScoreMLP(**kwargs)
 
 
 def _build_ncsnpp(config) -> nn.Module:
     m = config.model
-    if m.embedding_type == "fourier" and not config.training.get("continuous", True):
-        raise ValueError("Fourier embeddings condition on sigma and are only for continuous training "
-                         "(config.training.continuous=True); use embedding_type='positional'.")
     return NCSNpp(
         nf=m.nf, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
         attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout, resamp_with_conv=m.resamp_with_conv,
@@ -81,12 +104,20 @@ def _build_ncsnv2(variant: str, config) -> nn.Module:
                   interpolation=m.get("interpolation", "bilinear"), **_common(config))
 
 
-# config.model.name -> builder(config) -> flax module. The one place model names live.
 MODELS: dict[str, Callable[[ml_collections.ConfigDict], nn.Module]] = {
+    "mlp": _build_mlp,
     "ncsnpp": _build_ncsnpp,
     "ddpm": _build_ddpm,
     **{name: functools.partial(_build_ncsnv2, name) for name in NCSNV2_VARIANTS},
 }
+"""``config.model.name`` -> ``builder(config) -> flax module``. The one place network names live."""
+
+
+def register_model(name: str, builder: Callable[[ml_collections.ConfigDict], nn.Module]) -> None:
+    """Add a network: ``builder(config)`` returns a Flax module ``(x [B, ...], labels [B]) -> [B, ...]``."""
+    if not isinstance(name, str) or not callable(builder):
+        raise TypeError("register_model(name: str, builder: config -> flax module).")
+    MODELS[name] = builder
 
 
 def model_names() -> list[str]:
@@ -94,19 +125,20 @@ def model_names() -> list[str]:
 
 
 def get_model(config: ml_collections.ConfigDict) -> nn.Module:
-    """The Flax module described by ``config.model`` (and ``config.data.centered``)."""
-    name = config.model.name
-    try:
-        builder = MODELS[name]
-    except KeyError:
-        raise ValueError(f"Unknown model name {name!r}; valid: {model_names()}.") from None
-    return builder(config)
+    """The Flax module described by ``config.model`` (plus ``config.sde``'s sigma table, ``config.data``)."""
+    return C.lookup(MODELS, config.model.name, "model.name")(config)
 
 
-def _dummy_labels(config, batch: int):
-    if config.model.name == "ncsnpp" and config.model.embedding_type == "fourier":
-        return jnp.full((batch,), float(config.model.sigma_max), jnp.float32)   # a valid sigma (log taken)
-    return jnp.zeros((batch,), jnp.float32)
+def input_shape_of(config, batch: int = 1) -> tuple[int, ...]:
+    """``(batch, H, W, C)`` from ``config.data.{image_size, num_channels}`` or ``(batch, D)`` from
+    ``config.data.dim``."""
+    d = config.get("data", ml_collections.ConfigDict())
+    if "image_size" in d:
+        return (batch, int(d.image_size), int(d.image_size), int(d.num_channels))
+    if "dim" in d:
+        return (batch, int(d.dim))
+    raise ValueError("config.data must give the input shape: image_size and num_channels (images) or dim "
+                     "(vectors); or pass input_shape.")
 
 
 def init_model(key, config: ml_collections.ConfigDict, input_shape: tuple[int, ...] | None = None,
@@ -115,28 +147,28 @@ def init_model(key, config: ml_collections.ConfigDict, input_shape: tuple[int, .
 
     Args:
       key: typed PRNG key.
-      config: a config with ``model`` and ``data`` sections (see :mod:`sde_jax.models.configs`).
-      input_shape: ``(B, H, W, C)``; default ``(1, image_size, image_size, num_channels)`` from ``config.data``.
+      config: a config with ``model``, ``data`` (and ``sde``) sections.
+      input_shape: ``(B, H, W, C)`` or ``(B, D)``; default from ``config.data`` (:func:`input_shape_of`).
       abstract: return ``jax.ShapeDtypeStruct`` leaves via ``jax.eval_shape`` (no compute, no memory):
         the way to inspect paper-size models on a CPU.
 
     Returns:
       ``(model, variables)`` where ``variables = {'params': ...}``.
     """
-    if input_shape is None:
-        s = config.data.image_size
-        input_shape = (1, s, s, config.data.num_channels)
-    if len(input_shape) != 4:
-        raise ValueError(f"input_shape must be (B, H, W, C); got {input_shape}.")
+    shape = input_shape_of(config) if input_shape is None else tuple(input_shape)
+    if len(shape) < 2:
+        raise ValueError(f"input_shape must be (B, ...) with a data axis; got {shape}.")
     model = get_model(config)
-    x = jnp.zeros(input_shape, jnp.float32)
-    labels = _dummy_labels(config, input_shape[0])
+    x = jnp.zeros(shape, jnp.float32)
+    labels = jnp.ones((shape[0],), jnp.float32)   # a valid time, level and sigma (log sigma is taken)
     kwargs = {}
     if getattr(model, "num_classes", 0):
-        kwargs["class_labels"] = jnp.zeros((input_shape[0],), jnp.int32)
+        kwargs["class_labels"] = jnp.zeros((shape[0],), jnp.int32)
+    if "train" in inspect.signature(type(model).__call__).parameters:
+        kwargs["train"] = False
 
     def init(k):
-        return model.init({"params": k, "dropout": k}, x, labels, train=False, **kwargs)
+        return model.init({"params": k, "dropout": k}, x, labels, **kwargs)
 
     variables = jax.eval_shape(init, key) if abstract else jax.jit(init)(key)
     return model, variables
@@ -149,58 +181,3 @@ def count_params(variables) -> int:
     """
     tree = variables.get("params", variables) if isinstance(variables, dict) else variables
     return int(sum(math.prod(jnp.shape(leaf)) for leaf in jax.tree.leaves(tree)))
-
-
-def scales_by_sigma(model: nn.Module) -> bool:
-    """Whether the network divides its output by the noise level itself (NCSNv2 always; NCSN++/DDPM when
-    ``scale_by_sigma``)."""
-    return isinstance(model, NCSNv2) or bool(getattr(model, "scale_by_sigma", False))
-
-
-def get_model_score_fn(sde, model: nn.Module, variables, *, continuous: bool = True, train: bool = False):
-    """``score_fn(x, t)`` for one of these networks with the paper's conventions (``models/utils.py``).
-
-    The labels and output scaling, by SDE (``wrappers.get_score_fn`` does the work):
-
-    * VE, continuous: label ``sigma(t)`` (NCSN++ embeds ``log sigma`` with Fourier features); the network
-      output is the score when the network scales by sigma (the paper's configs: ``parameterization
-      'score'``), else it is divided by ``sigma(t)`` here (``'scaled'``).
-    * VE, discrete: label ``N - 1 - i`` (0 = sigma_max, the network's sigma table), same scaling rule.
-    * VP / sub-VP: label ``999 t`` (continuous) or the level ``i`` (discrete VP); the network predicts the
-      noise and ``s = -out / std`` (``'noise'``).
-
-    Args:
-      sde: a ``VESDE``, ``VPSDE`` or ``SubVPSDE``.
-      model: the module from :func:`get_model`; ``variables`` its variables.
-      continuous: ``config.training.continuous``.
-      train: forwarded to ``model.apply`` (dropout needs an rng; keep ``False`` for sampling).
-
-    Raises:
-      ValueError: for a VE SDE whose discrete sigmas differ from the network's sigma table, or a
-        network that scales by sigma under a VP/sub-VP SDE.
-    """
-    if isinstance(sde, VESDE):
-        if continuous and scales_by_sigma(model) and not _uses_sigma_labels(model):
-            raise ValueError("Continuous VE labels are sigma(t), but this network looks sigma up in its table "
-                             "by integer level (scale_by_sigma without Fourier embedding); use continuous=False "
-                             "or an NCSN++ with embedding_type='fourier'.")
-        if not continuous and _uses_sigma_labels(model):
-            raise ValueError("A Fourier-embedding NCSN++ is conditioned on sigma and needs continuous=True.")
-        if not continuous and scales_by_sigma(model):
-            table = (float(model.sigma_min), float(model.sigma_max), int(model.num_scales))
-            if not (abs(table[0] - float(sde.sigma_min)) <= 1e-6 * table[0]
-                    and abs(table[1] - float(sde.sigma_max)) <= 1e-6 * table[1] and table[2] == sde.N):
-                raise ValueError(f"The network's sigma table (sigma_min, sigma_max, num_scales) = {table} does "
-                                 f"not match the VESDE ({sde.sigma_min}, {sde.sigma_max}, N={sde.N}).")
-        parameterization = "score" if scales_by_sigma(model) else "scaled"
-    else:
-        if scales_by_sigma(model):
-            raise ValueError("A network with scale_by_sigma cannot be used with a VP/sub-VP SDE "
-                             "(the paper's VP configs set scale_by_sigma=False).")
-        parameterization = "noise"
-    return get_score_fn(sde, model.apply, variables, continuous=continuous, parameterization=parameterization,
-                        train=train)
-
-
-def _uses_sigma_labels(model) -> bool:
-    return isinstance(model, NCSNpp) and model.embedding_type == "fourier"

@@ -1,87 +1,38 @@
-"""From a network's output to ``score_fn(x, t)``: time labels and output parameterisations per SDE.
+"""The score-function factory: from any network of ours (or an apply function) to ``score_fn(x, t)``.
 
-:func:`get_score_fn` returns a :class:`ScoreFn`, a pytree callable: ``params`` (and the SDE's floats) are
-leaves and ``apply_fn`` is static, so handing a freshly built wrapper with new parameters to a jitted
-sampler or loss does not recompile.
+:func:`get_score_fn` is the one place where a network's raw output becomes a score. It decides the paper's
+conventions (yang-song/score_sde ``models/utils.py::get_score_fn``) from the SDE and the network:
 
-Conventions (the paper's ``models/utils.py::get_score_fn``; ``i = round(t (N-1)/T)`` is the nearest level,
-``sde.time_index``):
+* the **label** the network is conditioned on: ``sde.time_label(t, continuous=...)`` (VE: ``sigma(t)`` or the
+  level ``N - 1 - i``; VP/sub-VP: ``999 t`` or the level ``i``; see :mod:`sde_jax.sdes`);
+* the **output parameterisation**: ``"score"`` (the output is the score), ``"noise"`` (noise prediction,
+  ``s = -out / std``; the paper's VP/sub-VP convention) or ``"scaled"`` (``s = out / std``; the paper's VE
+  convention), with ``std = sde.label_std(t, continuous=...)``. By default (``parameterization=None``) a
+  network that divides its output by sigma itself (the module's ``scale_by_sigma``: NCSN++/DDPM, NCSNv2) is
+  taken as ``"score"``, and any other as the SDE's ``paper_parameterization``.
 
-=========  ==========  ===============================  =================================================
-SDE        time        network label ``c``              noise std ``s`` used by the parameterisation
-=========  ==========  ===============================  =================================================
-VE         continuous  ``sigma(t)`` (paper's level)     ``sigma(t)``
-VE         discrete    ``N - 1 - i`` (0 = sigma_max)    ``discrete_sigmas[i]``
-VP         continuous  ``999 t``                        ``marginal_std(t) = sqrt(1 - a(t)^2)``
-VP         discrete    ``i``                            ``sqrt(1 - alphas_cumprod[i])``
-sub-VP     continuous  ``999 t``                        ``marginal_std(t) = 1 - a(t)^2``
-sub-VP     discrete    not defined (raises)             --
-=========  ==========  ===============================  =================================================
+Conventions that cannot work are refused here, with the reason: rescaling a network that already divides by
+sigma; a ``scale_by_sigma`` network under a VP/sub-VP SDE; a continuous VE network that looks sigma up by
+integer level; a sigma-conditioned (Fourier) network with discrete labels; a discrete VE network whose sigma
+table differs from the SDE's.
 
-Parameterisations of the network output ``out = apply_fn(params, x, c)``:
-
-* ``"score"``: ``s = out`` (direct score).
-* ``"noise"``: ``s = -out / s`` (noise prediction ``eps_theta``; the paper's VP/sub-VP convention, DDPM).
-* ``"scaled"``: ``s = out / s`` (NCSN/NCSN++ "scale by sigma"; the paper's VE convention, where the NCSN++
-  network divides by ``sigma(t)`` itself when ``scale_by_sigma`` is on).
-
-Deviations from the paper's code, stated: the VP discrete level is rounded, not truncated (so
-``t_i = i T/(N-1)`` maps back to ``i`` despite rounding error); discrete sub-VP raises instead of silently
-using the continuous labels. For VE, ``sigma(t)`` is the paper's noise level, not the exact kernel std
-``marginal_std(t) = sqrt(sigma(t)^2 - sigma_min^2)`` (see ``sde_jax.sdes``); they differ only near ``t = 0``.
+:class:`ScoreFn` is a pytree callable: the parameters, the SDE's floats, optional class labels and dropout
+keys are leaves, the apply function and the conventions are static, so a freshly built wrapper with new
+parameters given to a jitted sampler or loss does not recompile.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
+import flax.linen as nn
 import jax.numpy as jnp
-from flax import struct
 
-from sde_jax.sdes import SDE, VESDE, VPSDE, SubVPSDE, batch_broadcast, check_batch, check_score
+from sde_jax._checks import check_batch, check_score
+from sde_jax._pytree import pytree_dataclass, static_field
+from sde_jax.sdes import SDE, VESDE, batch_broadcast
 
-__all__ = ["ScoreFn", "get_score_fn", "time_labels", "noise_std", "PARAMETERIZATIONS",
-           "default_parameterization"]
-
-VP_TIME_SCALE = 999.0  # the paper's continuous VP/sub-VP label 999 t (DDPM's 1000 steps), whatever N is
-
-
-def _check_sde(sde):
-    if not isinstance(sde, (VESDE, VPSDE, SubVPSDE)):
-        raise ValueError(f"sde must be a VESDE, VPSDE or SubVPSDE; got {type(sde).__name__}.")
-
-
-def _check_discrete(sde, continuous):
-    if not continuous and isinstance(sde, SubVPSDE):
-        raise ValueError("discrete-time (continuous=False) score functions are not defined for SubVPSDE "
-                         "(it has no discrete chain of its own); use continuous=True.")
-
-
-def time_labels(sde: SDE, t, *, continuous=True):
-    """The label ``[B]`` the network is conditioned on at times ``t: [B]`` (see the module table)."""
-    _check_sde(sde)
-    _check_discrete(sde, continuous)
-    t = jnp.asarray(t)
-    if isinstance(sde, VESDE):
-        if continuous:
-            return sde.sigma(t)                                            # paper: sigma(t)
-        return (sde.N - 1 - sde.time_index(t)).astype(t.dtype)            # paper: round((T - t)(N - 1))
-    if continuous:
-        return VP_TIME_SCALE * t                                           # paper: 999 t
-    return sde.time_index(t).astype(t.dtype)                               # paper: t (N - 1), truncated
-
-
-def noise_std(sde: SDE, t, *, continuous=True):
-    """The std ``s`` that the ``"noise"`` and ``"scaled"`` parameterisations divide by (module table)."""
-    _check_sde(sde)
-    _check_discrete(sde, continuous)
-    t = jnp.asarray(t)
-    if isinstance(sde, VESDE):
-        if continuous:
-            return sde.sigma(t)
-        return sde.discrete_sigmas.astype(t.dtype)[sde.time_index(t)]
-    if continuous:
-        return sde.marginal_std(t)
-    return jnp.sqrt(1.0 - sde.alphas_cumprod.astype(t.dtype)[sde.time_index(t)])
+__all__ = ["ScoreFn", "get_score_fn", "PARAMETERIZATIONS", "scales_by_sigma"]
 
 
 def _score(out, std):
@@ -100,91 +51,141 @@ PARAMETERIZATIONS = {"score": _score, "noise": _noise, "scaled": _scaled}
 """Parameterisation name -> ``f(out, std) -> score`` (see the module docstring)."""
 
 
-def default_parameterization(sde: SDE) -> str:
-    """The paper's choice: ``"scaled"`` for VE (NCSN++ scale_by_sigma), ``"noise"`` for VP and sub-VP."""
-    _check_sde(sde)
-    return "scaled" if isinstance(sde, VESDE) else "noise"
+def scales_by_sigma(model) -> bool:
+    """Whether a network divides its output by the noise level itself (its ``scale_by_sigma``: a field of
+    NCSN++ and DDPM, always true for NCSNv2)."""
+    return bool(getattr(model, "scale_by_sigma", False))
 
 
-@struct.dataclass
+@pytree_dataclass
 class ScoreFn:
-    """``score_fn(x, t) -> [B, ...]`` from a network: a pytree (params and SDE are leaves).
+    """``score_fn(x, t) -> [B, ...]`` from a network: a pytree (params, SDE, class labels, rngs are leaves).
 
     Attributes:
       params: the network's variables, passed as the first argument of ``apply_fn``.
       sde: the SDE whose marginals the score is for.
+      class_labels: optional ``[B]`` int class labels passed as ``class_labels=`` (class-conditional nets).
+      rngs: optional PRNG keys passed as ``rngs=`` (e.g. ``{"dropout": key}`` when training with dropout).
       apply_fn: ``apply_fn(params, x, labels, **apply_kwargs) -> out`` (e.g. ``model.apply``); static.
       continuous: continuous-time labels (else discrete levels); static.
       parameterization: a key of :data:`PARAMETERIZATIONS`; static.
-      apply_kwargs: static keyword arguments of ``apply_fn`` as a tuple of ``(name, value)`` pairs
-        (hashable values only, e.g. ``train=False``).
-      rngs: optional PRNG keys passed as ``apply_fn(..., rngs=rngs)`` (e.g. ``{"dropout": key}`` when
-        training a network with dropout); a leaf, so new keys do not recompile.
+      apply_kwargs: static keyword arguments of ``apply_fn`` as ``(name, value)`` pairs (e.g. ``train``).
     """
 
     params: Any
     sde: SDE
-    apply_fn: Callable = struct.field(pytree_node=False)
-    continuous: bool = struct.field(pytree_node=False, default=True)
-    parameterization: str = struct.field(pytree_node=False, default="score")
-    apply_kwargs: tuple = struct.field(pytree_node=False, default=())
+    class_labels: Any = None
     rngs: Any = None
+    apply_fn: Callable = static_field(default=None)
+    continuous: bool = static_field(default=True)
+    parameterization: str = static_field(default="score")
+    apply_kwargs: tuple = static_field(default=())
 
     def labels(self, t):
-        return time_labels(self.sde, t, continuous=self.continuous)
+        return self.sde.time_label(t, continuous=self.continuous)
 
     def __call__(self, x, t):
         check_batch(x, t)
         kwargs = dict(self.apply_kwargs)
         if self.rngs is not None:
             kwargs["rngs"] = self.rngs
-        out = self.apply_fn(self.params, x, self.labels(t), **kwargs)
-        check_score(out, x)
+        if self.class_labels is not None:
+            kwargs["class_labels"] = self.class_labels
+        out = check_score(self.apply_fn(self.params, x, self.labels(t), **kwargs), x)
         if self.parameterization == "score":
             return out
-        std = noise_std(self.sde, t, continuous=self.continuous).astype(out.dtype)
+        std = self.sde.label_std(t, continuous=self.continuous).astype(out.dtype)
         return PARAMETERIZATIONS[self.parameterization](out, std)
 
 
-def get_score_fn(sde: SDE, apply_fn: Callable, params, *, continuous=True, parameterization=None, rngs=None,
-                 **apply_kwargs) -> ScoreFn:
-    """Wrap a network ``apply_fn(params, x, labels, **apply_kwargs)`` as ``score_fn(x, t)``.
+def _module_and_apply(model):
+    if isinstance(model, nn.Module):
+        return model, model.apply
+    if not callable(model):
+        raise TypeError(f"model must be a Flax module or an apply function; got {model!r}.")
+    return getattr(model, "__self__", None), model   # model.apply is bound to its module
+
+
+def _takes(module, name) -> bool:
+    try:
+        return name in inspect.signature(type(module).__call__).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_conventions(sde, module, continuous, parameterization):
+    """Refuse the combinations of SDE, network and labels that cannot give a score (module docstring)."""
+    if module is None:
+        return
+    scaled = scales_by_sigma(module)
+    sigma_labels = bool(getattr(module, "uses_sigma_labels", False))
+    name = type(module).__name__
+    if scaled and parameterization != "score":
+        raise ValueError(f"{name} divides its output by sigma itself (scale_by_sigma), so its output is already "
+                         f"the score; parameterization {parameterization!r} would rescale it again. Use "
+                         f"parameterization='score' or None (the paper's conventions).")
+    if not isinstance(sde, VESDE):
+        if scaled:
+            raise ValueError(f"A network with scale_by_sigma ({name}) cannot be used with a "
+                             f"{type(sde).__name__} (the paper's VP configs set scale_by_sigma=False).")
+        return
+    if continuous and scaled and not sigma_labels:
+        raise ValueError(f"Continuous VE labels are sigma(t), but {name} looks sigma up in its table by integer "
+                         f"level (scale_by_sigma without a Fourier embedding); use continuous=False or an NCSN++ "
+                         f"with embedding_type='fourier'.")
+    if not continuous and sigma_labels:
+        raise ValueError(f"{name} is conditioned on sigma (Fourier embedding) and needs continuous=True.")
+    if not continuous and scaled:
+        table = (float(module.sigma_min), float(module.sigma_max), int(module.num_scales))
+        if not (abs(table[0] - float(sde.sigma_min)) <= 1e-6 * table[0]
+                and abs(table[1] - float(sde.sigma_max)) <= 1e-6 * table[1] and table[2] == sde.N):
+            raise ValueError(f"The network's sigma table (sigma_min, sigma_max, num_scales) = {table} does not "
+                             f"match the VESDE ({sde.sigma_min}, {sde.sigma_max}, N={sde.N}).")
+
+
+def get_score_fn(sde: SDE, model, params, *, continuous: bool = True, parameterization: str | None = None,
+                 class_labels=None, rngs=None, **apply_kwargs) -> ScoreFn:
+    """``score_fn(x, t)`` for a network, with the paper's label and scaling conventions decided here.
 
     Args:
-      sde: a VESDE, VPSDE or SubVPSDE.
-      apply_fn: the network's pure apply function, e.g. ``model.apply``.
+      sde: a ``VESDE``, ``VPSDE`` or ``SubVPSDE``.
+      model: a Flax module of ours (``ScoreMLP``, ``NCSNpp``, ``DDPM``, ``NCSNv2``, from
+        :func:`sde_jax.models.get_model`), its bound ``model.apply``, or any ``apply_fn(params, x, labels)``
+        (then no convention checks are possible).
       params: its variables (e.g. ``{"params": ...}``).
-      continuous: continuous-time labels ``sigma(t)`` / ``999 t`` or discrete levels (module table).
-      parameterization: ``"score"``, ``"noise"`` or ``"scaled"``; ``None`` picks the paper's choice
-        (:func:`default_parameterization`).
-      rngs: optional PRNG keys forwarded as ``rngs=`` (e.g. ``{"dropout": key}``); traced, not static.
-      **apply_kwargs: static keyword arguments forwarded to ``apply_fn`` (hashable, e.g. ``train=False``).
+      continuous: continuous-time labels (``sigma(t)`` / ``999 t``) or discrete levels (the discrete losses).
+      parameterization: ``"score"``, ``"noise"``, ``"scaled"`` or ``None`` (the paper's choice, see the module
+        docstring).
+      class_labels: ``[B]`` class labels for a class-conditional network (a leaf: new labels do not recompile).
+      rngs: PRNG keys forwarded as ``rngs=`` (e.g. ``{"dropout": key}``). Passing ``rngs`` means training:
+        networks whose ``__call__`` takes ``train`` get ``train=True`` (dropout on) unless given otherwise.
+      **apply_kwargs: static keyword arguments for ``apply_fn`` (hashable).
 
     Returns:
       a :class:`ScoreFn`.
 
     Raises:
-      ValueError: unknown parameterization; a network bound in ``apply_fn`` that scales by sigma itself
-        (NCSN++/DDPM ``scale_by_sigma``, NCSNv2) with a parameterization other than ``"score"``.
+      ValueError: unknown parameterization; a combination of SDE, network and labels that cannot give a score
+        (module docstring); discrete labels for a sub-VP SDE.
 
     Example:
       >>> model = ScoreMLP()
       >>> params = model.init(key, x, jnp.ones(x.shape[0]))
-      >>> score_fn = get_score_fn(sde, model.apply, params, parameterization="noise")
+      >>> score_fn = get_score_fn(sde, model, params, parameterization="noise")
       >>> score_fn(x, t)   # [B, D]
     """
-    _check_sde(sde)
-    _check_discrete(sde, continuous)
-    parameterization = default_parameterization(sde) if parameterization is None else parameterization
+    if not isinstance(sde, SDE):
+        raise ValueError(f"sde must be an SDE (VESDE, VPSDE, SubVPSDE); got {type(sde).__name__}.")
+    if not continuous:
+        sde.time_label(jnp.zeros((1,)), continuous=False)   # raises for SDEs without discrete labels
+    module, apply_fn = _module_and_apply(model)
+    if parameterization is None:
+        parameterization = "score" if scales_by_sigma(module) else sde.paper_parameterization
     if parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"parameterization must be one of {sorted(PARAMETERIZATIONS)}; got {parameterization!r}.")
-    module = getattr(apply_fn, "__self__", None)   # model.apply is bound to its module
-    if module is not None and parameterization != "score":
-        from sde_jax.models.registry import scales_by_sigma   # lazy: the registry imports this module
-        if scales_by_sigma(module):
-            raise ValueError(
-                f"{type(module).__name__} divides its output by sigma itself (scale_by_sigma), so its output is "
-                f"already the score; parameterization {parameterization!r} would rescale it again. Use "
-                f"parameterization='score' or sde_jax.models.get_model_score_fn (the paper's conventions).")
-    return ScoreFn(params=params, sde=sde, apply_fn=apply_fn, continuous=bool(continuous),
-                   parameterization=parameterization, apply_kwargs=tuple(sorted(apply_kwargs.items())), rngs=rngs)
+        raise ValueError(f"unknown parameterization {parameterization!r}; valid names: {sorted(PARAMETERIZATIONS)}.")
+    _check_conventions(sde, module, bool(continuous), parameterization)
+    if rngs is not None and module is not None and "train" not in apply_kwargs and _takes(module, "train"):
+        apply_kwargs["train"] = True
+    return ScoreFn(params=params, sde=sde, class_labels=class_labels, rngs=rngs, apply_fn=apply_fn,
+                   continuous=bool(continuous), parameterization=parameterization,
+                   apply_kwargs=tuple(sorted(apply_kwargs.items())))

@@ -1,33 +1,40 @@
 """Correctors: score-based MCMC steps that pull samples towards ``p_t`` at a fixed time (Song et al. 2021,
 Algorithms 4 and 5).
 
-A corrector is a :class:`Corrector`: ``step(key, sde, score_fn, x, t, index, snr, per_sample) ->
-(x, x_mean)`` does ONE Langevin update; the driver repeats it ``n_corrector_steps`` times. Both correctors
-use the update
+A corrector is a :class:`Corrector`: ``step(key, sde, score_fn, x, t, index, **options) -> (x, x_mean)``
+does ONE update; the driver repeats it ``n_corrector_steps`` times and passes each corrector only the options
+it declares (``Corrector.options``). Both correctors are the one overdamped Langevin step
+(:func:`sde_jax.samplers.langevin.langevin_update`)
 
 .. math::  x_{mean} = x + \\epsilon\\, s_\\theta(x, t), \\qquad x = x_{mean} + \\sqrt{2\\epsilon}\\, z,
 
 and differ in the step size ``epsilon``:
 
-* ``langevin``: ``epsilon = 2 alpha_i (r ||z|| / ||s||)^2`` with target signal-to-noise ratio ``r = snr``.
-  The paper's code averages the two norms over the (global) batch, so a sample's step depends on its
-  batch-mates; that is the default here too. ``per_sample=True`` uses each sample's own norms instead, so
-  samples no longer depend on batch composition.
-* ``ald`` (annealed Langevin): ``epsilon = 2 alpha_i (r s(t))^2``, ``s(t)`` the marginal std (per sample).
+* ``langevin`` (options ``snr``, ``per_sample_step``): ``epsilon = 2 alpha_i (r ||z|| / ||s||)^2`` with target
+  signal-to-noise ratio ``r = snr``. The paper's code averages the two norms over the (global) batch, so a
+  sample's step depends on its batch-mates; that is the default here too. ``per_sample_step=True`` uses each
+  sample's own norms instead, so samples no longer depend on batch composition.
+* ``ald`` (annealed Langevin; option ``snr``): ``epsilon = 2 alpha_i (r s(t))^2``, ``s(t)`` the marginal std.
 
 ``alpha_i = sde.langevin_alpha(t, index)``: 1 for VE, ``1 - beta_i`` for VP and (here, unlike the paper's
 code, which crashes) for sub-VP.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from sde_jax.sdes import batch_broadcast, check_score
+from sde_jax.samplers.langevin import langevin_update
+from sde_jax import _checks as C
+from sde_jax.sdes import check_score
 
-__all__ = ["Corrector", "CORRECTORS", "get_corrector", "langevin", "annealed_langevin", "no_corrector"]
+__all__ = ["Corrector", "CORRECTORS", "OPTIONS", "get_corrector", "langevin", "annealed_langevin", "no_corrector"]
+
+OPTIONS = ("snr", "per_sample_step")
+"""The corrector options the PC sampler knows; each corrector declares the ones it takes."""
 
 # Smallest squared score norm used in the step size, so a zero score gives a finite (huge) step rather
 # than a division by zero.
@@ -35,63 +42,68 @@ _TINY = 1e-30
 
 
 class Corrector(NamedTuple):
-    """A corrector step and its static properties (``nfe_per_step`` evaluations per Langevin update)."""
+    """A corrector step and its static properties.
+
+    Attributes:
+      step: ``step(key, sde, score_fn, x, t, index, **options) -> (x, x_mean)``.
+      nfe_per_step: score evaluations per update.
+      name: for messages.
+      options: names (from :data:`OPTIONS`) of the keyword options ``step`` takes.
+    """
 
     step: Callable
     nfe_per_step: int = 1
     name: str = "custom"
+    options: tuple[str, ...] = ()
 
 
 def _norms(v):
     return jnp.sqrt(jnp.sum(jnp.reshape(v, (v.shape[0], -1)) ** 2, axis=-1))
 
 
-def _langevin_update(key, x, score, step):
-    x_mean = x + batch_broadcast(step, x) * score
-    z = jax.random.normal(key, x.shape, x.dtype)
-    return x_mean + batch_broadcast(jnp.sqrt(2.0 * step), x) * z, x_mean
-
-
-def _langevin(key, sde, score_fn, x, t, index, snr, per_sample):
+def _langevin(key, sde, score_fn, x, t, index, *, snr, per_sample_step):
     score = check_score(score_fn(x, t), x)
     key_z, key_noise = jax.random.split(key)
     z = jax.random.normal(key_z, x.shape, x.dtype)
     noise_norm, score_norm = _norms(z), _norms(score)
-    if not per_sample:
+    if not per_sample_step:
         noise_norm = jnp.broadcast_to(jnp.mean(noise_norm), noise_norm.shape)
         score_norm = jnp.broadcast_to(jnp.mean(score_norm), score_norm.shape)
     alpha = sde.langevin_alpha(t, index).astype(x.dtype)
     step = 2.0 * alpha * (snr * noise_norm) ** 2 / jnp.maximum(score_norm**2, _TINY)
-    return _langevin_update(key_noise, x, score, step)
+    return langevin_update(key_noise, x, score, step)
 
 
-def _ald(key, sde, score_fn, x, t, index, snr, per_sample):
+def _ald(key, sde, score_fn, x, t, index, *, snr):
     score = check_score(score_fn(x, t), x)
     alpha = sde.langevin_alpha(t, index).astype(x.dtype)
     step = 2.0 * alpha * (snr * sde.marginal_std(t).astype(x.dtype)) ** 2
-    return _langevin_update(key, x, score, step)
+    return langevin_update(key, x, score, step)
 
 
-def _none(key, sde, score_fn, x, t, index, snr, per_sample):
+def _none(key, sde, score_fn, x, t, index):
     return x, x
 
 
-langevin = Corrector(_langevin, 1, "langevin")
-annealed_langevin = Corrector(_ald, 1, "ald")
-no_corrector = Corrector(_none, 0, "none")
+langevin = Corrector(_langevin, 1, "langevin", ("snr", "per_sample_step"))
+annealed_langevin = Corrector(_ald, 1, "ald", ("snr",))
+no_corrector = Corrector(_none, 0, "none", ())
 
 CORRECTORS = {c.name: c for c in (langevin, annealed_langevin, no_corrector)}
 
 
 def get_corrector(corrector) -> Corrector:
     """A :class:`Corrector` from a name in ``CORRECTORS``, a ``Corrector``, or a bare step function (one
-    score evaluation per update)."""
+    score evaluation per update; it receives the options of :data:`OPTIONS` that its signature names)."""
     if isinstance(corrector, Corrector):
         return corrector
     if isinstance(corrector, str):
-        if corrector not in CORRECTORS:
-            raise ValueError(f"unknown corrector {corrector!r}; valid names: {sorted(CORRECTORS)}.")
-        return CORRECTORS[corrector]
+        return C.lookup(CORRECTORS, corrector, "corrector")
     if callable(corrector):
-        return Corrector(corrector, 1, getattr(corrector, "__name__", "custom"))
+        try:
+            params = inspect.signature(corrector).parameters
+        except (TypeError, ValueError):
+            params = {}
+        return Corrector(corrector, 1, getattr(corrector, "__name__", "custom"),
+                         tuple(o for o in OPTIONS if o in params))
     raise TypeError(f"corrector must be a name, a Corrector or a step function; got {corrector!r}.")

@@ -6,9 +6,10 @@ are call arguments (traced), so a new step size does not recompile. Positions ar
 ``[n, ...]``; the score / log-density functions see the whole batch. :func:`run_chain` drives any kernel
 with a ``lax.scan`` (one key per step by ``fold_in``), optionally keeping a thinned trajectory.
 
-ULA and MALA use the step convention ``x' = x + h score(x) + sqrt(2 h) z`` (Roberts & Tweedie 1996);
-annealed Langevin dynamics follows Song & Ermon 2019, Algorithm 1: ``x' = x + a/2 score + sqrt(a) z`` with
-``a_i = epsilon sigma_i^2 / sigma_L^2`` (so ``h = a/2``).
+One overdamped Langevin integrator, :func:`langevin_update` (``x' = x + h score(x) + sqrt(2 h) z``; Roberts &
+Tweedie 1996), is the step of every kernel built on it: ULA, the MALA proposal, annealed Langevin dynamics
+(Song & Ermon 2019, Algorithm 1: ``x' = x + a/2 score + sqrt(a) z`` with ``a_i = epsilon sigma_i^2 /
+sigma_L^2``, so ``h = a/2``) and the PC sampler's Langevin correctors (:mod:`sde_jax.samplers.correctors`).
 """
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from sde_jax.samplers import _common as C
+from sde_jax import _checks as C
 from sde_jax.sdes import batch_broadcast, check_score
 
-__all__ = ["LangevinState", "MALAState", "MALAInfo", "ula_init", "ula_step", "mala_init", "mala_step",
-           "run_chain", "annealed_langevin"]
+__all__ = ["langevin_update", "LangevinState", "MALAState", "MALAInfo", "ula_init", "ula_step", "mala_init",
+           "mala_step", "run_chain", "annealed_langevin"]
 
 
 class LangevinState(NamedTuple):
@@ -41,8 +43,22 @@ class MALAInfo(NamedTuple):
     is_accepted: jax.Array  # [n], bool
 
 
-def _noise(key, x):
-    return jax.random.normal(key, x.shape, x.dtype)
+def langevin_update(key, x, score, step_size):
+    """One overdamped Langevin step: ``x_mean = x + h score``, ``x' = x_mean + sqrt(2 h) z``, ``z ~ N(0, I)``.
+
+    Args:
+      key: PRNG key for ``z``.
+      x: positions ``[n, ...]``.
+      score: ``grad log p`` at ``x`` (shape of ``x``).
+      step_size: ``h``: a scalar or one per chain (``[n]``).
+
+    Returns:
+      ``(x', x_mean)``.
+    """
+    h = jnp.asarray(step_size, x.dtype)
+    h = batch_broadcast(h, x) if h.ndim else h
+    x_mean = x + h * score
+    return x_mean + jnp.sqrt(2.0 * h) * jax.random.normal(key, x.shape, x.dtype), x_mean
 
 
 def _sum_rest(v):
@@ -68,8 +84,7 @@ def ula_step(key, state, score_fn, step_size):
     Returns ``(state, None)``.
     """
     x = state.position
-    step_size = jnp.asarray(step_size, x.dtype)
-    x = x + step_size * state.score + jnp.sqrt(2.0 * step_size) * _noise(key, x)
+    x, _ = langevin_update(key, x, state.score, C.check_positive("step_size", step_size))
     return LangevinState(x, check_score(score_fn(x), x)), None
 
 
@@ -97,8 +112,8 @@ def mala_step(key, state, logdensity_fn, step_size):
     """
     key_prop, key_acc = jax.random.split(key)
     x = state.position
-    h = jnp.asarray(step_size, x.dtype)
-    y = x + h * state.score + jnp.sqrt(2.0 * h) * _noise(key_prop, x)
+    h = jnp.asarray(C.check_positive("step_size", step_size), x.dtype)
+    y, _ = langevin_update(key_prop, x, state.score, h)
     lp_y, score_y = _value_and_score(logdensity_fn, y)
 
     def log_q(to, frm, score_frm):
@@ -132,8 +147,8 @@ def run_chain(key, step_fn, state, num_steps, *, trajectory_every=0):
       ``(state, infos)`` or ``(state, infos, trajectory)``; ``infos`` stacks the per-step infos.
       Wrap the call in ``jax.jit`` (with ``step_fn`` closed over or static) to compile it once.
     """
-    num_steps = C.check_positive_int("num_steps", num_steps)
-    every = C.check_positive_int("trajectory_every", trajectory_every, minimum=0)
+    num_steps = C.check_int("num_steps", num_steps)
+    every = C.check_int("trajectory_every", trajectory_every, minimum=0)
     if every and num_steps % every:
         raise ValueError(f"num_steps ({num_steps}) must be a multiple of trajectory_every ({every}).")
 
@@ -171,13 +186,19 @@ def annealed_langevin(key, score_fn, x0, sigmas, *, step_size=2e-5, n_steps_each
     Returns:
       ``(x, nfe)`` with ``nfe = L * n_steps_each (+1)`` (a Python int).
     """
-    n_each = C.check_positive_int("n_steps_each", n_steps_each)
-    sigmas = jnp.asarray(sigmas)
-    if sigmas.ndim != 1 or sigmas.shape[0] < 1:
-        raise ValueError(f"sigmas must be a 1-D array of noise levels; got shape {sigmas.shape}.")
-    if C.is_concrete(sigmas) and not (bool(jnp.all(sigmas > 0)) and bool(jnp.all(jnp.diff(sigmas) < 0))):
-        raise ValueError(f"sigmas must be positive and strictly decreasing; got {sigmas}.")
-    C.check_positive("step_size", step_size)
+    n_each = C.check_int("n_steps_each", n_steps_each)
+    if jnp.ndim(sigmas) != 1 or jnp.shape(sigmas)[0] < 1:
+        raise ValueError(f"sigmas must be a 1-D array of noise levels; got shape {jnp.shape(sigmas)}.")
+    message = "sigmas must be positive, finite and strictly decreasing"
+    if C.is_concrete(sigmas):
+        s = np.asarray(sigmas)
+        if not (np.all(s > 0) and np.all(np.isfinite(s)) and np.all(np.diff(s) < 0)):
+            raise ValueError(f"{message}; got {s}.")
+        sigmas = jnp.asarray(s)
+    else:
+        bad = ~(jnp.all(sigmas > 0) & jnp.all(jnp.isfinite(sigmas)) & jnp.all(jnp.diff(sigmas) < 0))
+        sigmas = eqx.error_if(sigmas, bad, f"{message}.")
+    step_size = C.check_positive("step_size", step_size)
     x0 = jnp.asarray(x0)
     x = _ald_loop(key, score_fn, x0, sigmas.astype(x0.dtype), jnp.asarray(step_size, x0.dtype), n_each,
                   bool(denoise))
@@ -195,8 +216,7 @@ def _ald_loop(key, score_fn, x, sigmas, step_size, n_each, denoise):
 
         def update(x, k):
             score = check_score(score_fn(x, sig), x)
-            z = _noise(jax.random.fold_in(key, i * n_each + k), x)
-            return x + 0.5 * a * score + jnp.sqrt(a) * z, None
+            return langevin_update(jax.random.fold_in(key, i * n_each + k), x, score, 0.5 * a)[0], None
 
         return jax.lax.scan(update, x, jnp.arange(n_each))[0], None
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
-from sde_jax.samplers import _common as C
+from sde_jax import _checks as C
+from sde_jax import _jit
 from sde_jax.samplers.correctors import get_corrector
 from sde_jax.samplers.predictors import get_predictor
 
@@ -18,14 +20,14 @@ def time_grid(sde, num_steps, eps, dtype=None):
     Step ``k`` evaluates the score at ``t_k`` and moves the sample to ``t_{k+1}``; the last step goes
     from ``eps`` to 0, so the score is never evaluated at the singular ``t = 0``.
     """
-    dtype = C.default_dtype(dtype)
+    dtype = _jit.default_dtype(dtype)
     ts = jnp.linspace(jnp.asarray(sde.T, dtype), jnp.asarray(eps, dtype), num_steps, dtype=dtype)
     return ts, jnp.concatenate([ts[1:], jnp.zeros((1,), dtype)])
 
 
 def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corrector="langevin", snr=0.16,
               n_corrector_steps=1, num_steps=None, eps=1e-3, denoise=True, per_sample_step=False, mesh=None,
-              dtype=None):
+              dtype=None) -> tuple[Float[Array, "b ..."], int]:
     """Sample the reverse-time SDE with a predictor-corrector loop.
 
     At each of ``num_steps`` times ``t_k = linspace(T, eps, num_steps)`` the sampler runs
@@ -58,13 +60,13 @@ def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corre
         ``"none"``), a :class:`Predictor` or a step function.
       corrector: a name in ``CORRECTORS`` (``"langevin"``, ``"ald"``, ``"none"``), a :class:`Corrector` or a
         step function.
-      snr: Langevin signal-to-noise ratio ``r`` (> 0).
+      snr: Langevin signal-to-noise ratio ``r`` (> 0); passed to the correctors that take it.
       n_corrector_steps: corrector updates per time step (>= 0).
       num_steps: number of time steps; defaults to ``sde.N`` (and must equal it for the discrete predictors
         ``reverse_diffusion`` and ``ancestral``: build the SDE with ``N=num_steps`` instead).
       eps: smallest time at which the score is evaluated, in ``(0, T)``.
       denoise: return the noise-free mean of the last step (the paper's default) instead of the sample.
-      per_sample_step: per-sample Langevin step sizes (see above).
+      per_sample_step: per-sample Langevin step sizes (see above); passed to the correctors that take it.
       mesh: optional device mesh (:func:`sde_jax.parallel.make_data_mesh`); the batch is sharded over its
         ``data`` axis and the samples equal those drawn on one device.
       dtype: sample dtype (default: JAX's default float).
@@ -74,30 +76,30 @@ def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corre
     """
     shape = C.check_shape(shape)
     pred, corr = get_predictor(predictor), get_corrector(corrector)
-    num_steps = sde.N if num_steps is None else C.check_positive_int("num_steps", num_steps)
-    n_corr = C.check_positive_int("n_corrector_steps", n_corrector_steps, minimum=0)
+    num_steps = sde.N if num_steps is None else C.check_int("num_steps", num_steps)
+    n_corr = C.check_int("n_corrector_steps", n_corrector_steps, minimum=0)
     if corr.nfe_per_step == 0:
         n_corr = 0
     if pred.nfe_per_step == 0 and n_corr == 0:
         raise ValueError("predictor and corrector are both 'none' (or n_corrector_steps=0): nothing to sample with.")
-    if pred.sde_types is not None and not isinstance(sde, pred.sde_types):
-        valid = ", ".join(c.__name__ for c in pred.sde_types)
-        raise ValueError(f"predictor {pred.name!r} is defined for {valid}; got {type(sde).__name__}.")
+    pred.check_sde(sde)
     if pred.discrete and num_steps != sde.N:
         raise ValueError(f"predictor {pred.name!r} steps through the SDE's N={sde.N} discrete levels, so "
                          f"num_steps must equal N; got num_steps={num_steps}. Build the SDE with N={num_steps}.")
-    C.check_positive("snr", snr)
-    C.check_eps(eps, sde)
+    eps = C.check_eps(eps, sde)
     C.check_mesh(mesh, shape[0])
-    dtype = C.default_dtype(dtype)
-    x = _pc_loop(key, C.as_leaves(sde, dtype), score_fn, C.as_leaves(snr, dtype), C.as_leaves(eps, dtype),
-                 shape, pred, corr, n_corr, num_steps, bool(denoise), bool(per_sample_step), dtype, mesh)
+    dtype = _jit.default_dtype(dtype)
+    options = {"snr": C.check_positive("snr", snr), "per_sample_step": bool(per_sample_step)}
+    options = _jit.as_leaves({k: options[k] for k in corr.options}, dtype)
+    x = _pc_loop(key, _jit.as_leaves(sde, dtype, convert_arrays=True), _jit.as_leaves(score_fn, dtype),
+                 _jit.as_leaves(eps, dtype), options, shape, pred, corr, n_corr, num_steps, bool(denoise), dtype,
+                 mesh)
     return x, num_steps * (pred.nfe_per_step + corr.nfe_per_step * n_corr)
 
 
 @eqx.filter_jit
-def _pc_loop(key, sde, score_fn, snr, eps, shape, pred, corr, n_corr, num_steps, denoise, per_sample, dtype, mesh):
-    constrain = C.constrainer(mesh)
+def _pc_loop(key, sde, score_fn, eps, options, shape, pred, corr, n_corr, num_steps, denoise, dtype, mesh):
+    constrain = _jit.constrainer(mesh)
     key_init, key_loop = jax.random.split(key)
     x = constrain(sde.prior_sampling(key_init, shape, dtype))
     ts, t_next = time_grid(sde, num_steps, eps, dtype)
@@ -110,7 +112,7 @@ def _pc_loop(key, sde, score_fn, snr, eps, shape, pred, corr, n_corr, num_steps,
     def corrector_update(t, level):
         def body(carry, key_j):
             x, _ = carry
-            x, x_mean = corr.step(key_j, sde, score_fn, x, t, level, snr, per_sample)
+            x, x_mean = corr.step(key_j, sde, score_fn, x, t, level, **options)
             return (constrain(x), constrain(x_mean)), None
 
         return body

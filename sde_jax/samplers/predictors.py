@@ -13,7 +13,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sde_jax.sdes import SubVPSDE, VESDE, VPSDE, batch_broadcast, check_score, reverse_discretize, reverse_sde
+from sde_jax import _checks as C
+from sde_jax.sdes import SDE, batch_broadcast, check_score, reverse_discretize, reverse_sde
 
 __all__ = ["Predictor", "PREDICTORS", "get_predictor", "euler_maruyama", "reverse_diffusion", "ancestral",
            "no_predictor"]
@@ -27,15 +28,33 @@ class Predictor(NamedTuple):
       nfe_per_step: score evaluations per call of ``step``.
       discrete: True if the step moves exactly one of the SDE's ``N`` levels (then the sampler must take
         ``num_steps == sde.N`` steps).
-      sde_types: SDE classes the step is defined for (``None``: all).
+      requires: name of an SDE method the step needs (``None``: any SDE), e.g. ``"ancestral_step"``.
       name: for messages.
     """
 
     step: Callable
     nfe_per_step: int = 1
     discrete: bool = False
-    sde_types: tuple | None = None
+    requires: str | None = None
     name: str = "custom"
+
+    def check_sde(self, sde):
+        """Raise ``ValueError`` if the SDE lacks what this predictor needs."""
+        if self.requires is not None and not hasattr(sde, self.requires):
+            valid = ", ".join(c.__name__ for c in _public_sde_classes() if hasattr(c, self.requires))
+            raise ValueError(f"predictor {self.name!r} is defined for {valid}; got {type(sde).__name__} (it needs "
+                             f"SDE.{self.requires}).")
+
+
+def _public_sde_classes():
+    """The concrete SDE classes, in definition order (for messages)."""
+    out, todo = [], list(SDE.__subclasses__())
+    while todo:
+        c = todo.pop(0)
+        todo.extend(c.__subclasses__())
+        if not c.__name__.startswith("_"):
+            out.append(c)
+    return out
 
 
 def _noise(key, x):
@@ -62,23 +81,9 @@ def _reverse_diffusion(key, sde, score_fn, x, t, t_next, index):
 
 
 def _ancestral(key, sde, score_fn, x, t, t_next, index):
-    """Ancestral sampling of the SMLD (VE) or DDPM (VP) chain (Song et al. 2021, App. F).
-
-    VE: ``x_mean = x + (sigma_i^2 - sigma_{i-1}^2) score``, noise std
-    ``sqrt(sigma_{i-1}^2 (sigma_i^2 - sigma_{i-1}^2) / sigma_i^2)``.
-    VP: ``x_mean = (x + beta_i score) / sqrt(1 - beta_i)``, noise std ``sqrt(beta_i)``.
-    """
-    score = check_score(score_fn(x, t), x)
-    if isinstance(sde, VESDE):
-        sigmas = sde.discrete_sigmas.astype(x.dtype)
-        sigma = sigmas[index]
-        prev = jnp.where(index == 0, 0.0, sigmas[jnp.maximum(index - 1, 0)])
-        x_mean = x + batch_broadcast(sigma**2 - prev**2, x) * score
-        std = jnp.sqrt(prev**2 * (sigma**2 - prev**2) / sigma**2)
-    else:
-        beta = sde.discrete_betas.astype(x.dtype)[index]
-        x_mean = (x + batch_broadcast(beta, x) * score) / batch_broadcast(jnp.sqrt(1.0 - beta), x)
-        std = jnp.sqrt(beta)
+    """Ancestral sampling of the SMLD (VE) or DDPM (VP) chain (Song et al. 2021, App. F): the SDE's own
+    :meth:`ancestral_step` gives ``x_mean`` and the noise std."""
+    x_mean, std = sde.ancestral_step(x, check_score(score_fn(x, t), x), index)
     return x_mean + batch_broadcast(std, x) * _noise(key, x), x_mean
 
 
@@ -87,8 +92,8 @@ def _none(key, sde, score_fn, x, t, t_next, index):
 
 
 euler_maruyama = Predictor(_euler_maruyama, 1, False, None, "euler_maruyama")
-reverse_diffusion = Predictor(_reverse_diffusion, 1, True, (VESDE, VPSDE, SubVPSDE), "reverse_diffusion")
-ancestral = Predictor(_ancestral, 1, True, (VESDE, VPSDE), "ancestral")
+reverse_diffusion = Predictor(_reverse_diffusion, 1, True, "discretize", "reverse_diffusion")
+ancestral = Predictor(_ancestral, 1, True, "ancestral_step", "ancestral")
 no_predictor = Predictor(_none, 0, False, None, "none")
 
 PREDICTORS = {p.name: p for p in (euler_maruyama, reverse_diffusion, ancestral, no_predictor)}
@@ -100,9 +105,7 @@ def get_predictor(predictor) -> Predictor:
     if isinstance(predictor, Predictor):
         return predictor
     if isinstance(predictor, str):
-        if predictor not in PREDICTORS:
-            raise ValueError(f"unknown predictor {predictor!r}; valid names: {sorted(PREDICTORS)}.")
-        return PREDICTORS[predictor]
+        return C.lookup(PREDICTORS, predictor, "predictor")
     if callable(predictor):
         return Predictor(predictor, 1, False, None, getattr(predictor, "__name__", "custom"))
     raise TypeError(f"predictor must be a name, a Predictor or a step function; got {predictor!r}.")

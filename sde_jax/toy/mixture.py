@@ -11,12 +11,13 @@ import jax
 import jax.numpy as jnp
 
 from sde_jax._pytree import pytree_dataclass
-from sde_jax.sdes import SDE, check_batch
+from sde_jax._checks import check_batch
+from sde_jax.sdes import SDE
 
 __all__ = ["GaussianMixture", "NoiseConditionalScore", "PerturbedScore", "PerturbedLogProb"]
 
 
-@jax.tree_util.register_pytree_node_class
+@pytree_dataclass
 class GaussianMixture:
     """Mixture of diagonal Gaussians ``sum_k w_k N(mu_k, diag(sd_k^2))`` in ``d`` dimensions.
 
@@ -31,7 +32,12 @@ class GaussianMixture:
       >>> score = gmm.perturbed_score(sde)(x, t)            # exact score of p_t
     """
 
-    def __init__(self, means, stds, weights):
+    means: jax.Array
+    stds: jax.Array
+    weights: jax.Array
+
+    def __post_init__(self):
+        means, stds, weights = self.means, self.stds, self.weights
         means = jnp.asarray(means, dtype=jnp.result_type(float))
         if means.ndim != 2:
             raise ValueError(f"means must have shape [K, d]; got shape {means.shape}.")
@@ -51,17 +57,10 @@ class GaussianMixture:
         if not isinstance(weights, jax.core.Tracer):
             if bool(jnp.any(weights < 0)) or not float(jnp.sum(weights)) > 0:
                 raise ValueError(f"weights must be >= 0 with a positive sum; got {weights}.")
-        self.means, self.stds, self.weights = means, stds, weights / jnp.sum(weights)
-
-    # A pytree whose unflattening bypasses __init__ (no re-validation or re-normalisation under jit).
-    def tree_flatten(self):
-        return (self.means, self.stds, self.weights), None
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        obj = object.__new__(cls)
-        obj.means, obj.stds, obj.weights = children
-        return obj
+        # Unflattening (under jit) bypasses __post_init__: no re-validation or re-normalisation.
+        object.__setattr__(self, "means", means)
+        object.__setattr__(self, "stds", stds)
+        object.__setattr__(self, "weights", weights / jnp.sum(weights))
 
     def __repr__(self):
         return f"GaussianMixture(K={self.num_components}, d={self.dim})"

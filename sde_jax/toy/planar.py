@@ -16,18 +16,22 @@ name             has_density  has_score  density
 ``swiss_roll``   no           no         spiral + Gaussian noise: no closed-form density
 ===============  ===========  =========  ==================================================
 
-Each target is a pytree (parameters are leaves, sizes are static) whose unflattening bypasses
-``__init__``, so it can be passed through ``jax.jit`` without re-validation.
+Each target is a :func:`~sde_jax._pytree.pytree_dataclass` (parameters are leaves, sizes are static) whose
+unflattening bypasses validation, so it can be passed through ``jax.jit`` without re-validation.
 """
 from __future__ import annotations
 
 import math
 import operator
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import log_ndtr
+
+from sde_jax._pytree import pytree_dataclass, static_field
 
 __all__ = [
     "Banana",
@@ -64,37 +68,21 @@ def _gaussian_moment(n: int) -> int:
 
 
 class _Target2D:
-    """Shared plumbing: pytree flattening, input checks, and the errors of a missing density/score."""
+    """Shared plumbing: input checks, the dtype, and the errors of a missing density/score. Subclasses are
+    ``pytree_dataclass``-es whose ``__post_init__`` validates and converts their fields."""
 
-    has_density: bool = False
-    has_score: bool = False
-    dim: int = 2
-    _leaves: tuple[str, ...] = ()  # array parameters (pytree children)
-    _static: tuple[str, ...] = ()  # Python parameters (pytree aux data)
-    _why_no_density: str = ""
+    has_density = False
+    has_score = False
+    dim = 2
+    _why_no_density = ""
 
-    def tree_flatten(self):
-        return tuple(getattr(self, n) for n in self._leaves), tuple(getattr(self, n) for n in self._static)
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        obj = object.__new__(cls)
-        for name, value in zip(cls._static, aux):
-            setattr(obj, name, value)
-        for name, value in zip(cls._leaves, children):
-            setattr(obj, name, value)
-        return obj
-
-    def __repr__(self):
-        fields = [f"{n}={getattr(self, n)}" for n in self._static]
-        for n in self._leaves:
-            v = getattr(self, n)
-            fields.append(f"{n}={np.asarray(v).tolist() if _is_concrete(v) else v}")
-        return f"{type(self).__name__}({', '.join(fields)})"
+    def _set(self, name, value):
+        object.__setattr__(self, name, value)
 
     @property
     def dtype(self):
-        return getattr(self, self._leaves[0]).dtype
+        return next(getattr(self, f.name) for f in dataclasses.fields(self) if hasattr(getattr(self, f.name),
+                                                                                   "dtype")).dtype
 
     @staticmethod
     def _check_x(x):
@@ -121,7 +109,7 @@ class _Target2D:
         raise NotImplementedError(f"{type(self).__name__} has no score: {self._why_no_density}")
 
 
-@jax.tree_util.register_pytree_node_class
+@pytree_dataclass
 class Banana(_Target2D):
     r"""Twisted Gaussian ("banana"), a smooth curved 2-D density with exact log-density, score and moments.
 
@@ -155,12 +143,13 @@ class Banana(_Target2D):
 
     has_density = True
     has_score = True
-    _leaves = ("s", "b")
+    s: float = 2.0
+    b: float = 0.25
 
-    def __init__(self, s=2.0, b=0.25):
+    def __post_init__(self):
         dtype = jnp.result_type(float)
-        self.s = _scalar("s", s, dtype)
-        self.b = _scalar("b", b, dtype)
+        self._set("s", _scalar("s", self.s, dtype))
+        self._set("b", _scalar("b", self.b, dtype))
         _check_positive("s", self.s)
         if _is_concrete(self.b) and not bool(jnp.isfinite(self.b)):
             raise ValueError(f"b must be finite; got {self.b}.")
@@ -218,7 +207,7 @@ class Banana(_Target2D):
         return jnp.asarray(self.s**i * poly, self.dtype)
 
 
-@jax.tree_util.register_pytree_node_class
+@pytree_dataclass
 class TwoMoons(_Target2D):
     r"""Two interleaving half-circles with Gaussian noise (sample-only).
 
@@ -238,13 +227,14 @@ class TwoMoons(_Target2D):
       scale: overall scale (> 0).
     """
 
-    _leaves = ("noise", "scale")
     _why_no_density = "a Gaussian-blurred arc has no closed-form normaliser (noise convolved with a half-circle)."
+    noise: float = 0.1
+    scale: float = 2.0
 
-    def __init__(self, noise=0.1, scale=2.0):
+    def __post_init__(self):
         dtype = jnp.result_type(float)
-        self.noise = _scalar("noise", noise, dtype)
-        self.scale = _scalar("scale", scale, dtype)
+        self._set("noise", _scalar("noise", self.noise, dtype))
+        self._set("scale", _scalar("scale", self.scale, dtype))
         _check_positive("noise", self.noise, allow_zero=True)
         _check_positive("scale", self.scale)
 
@@ -260,7 +250,7 @@ class TwoMoons(_Target2D):
         return self.scale * (p - jnp.asarray([0.5, 0.25], self.dtype) + self.noise * eps)
 
 
-@jax.tree_util.register_pytree_node_class
+@pytree_dataclass
 class Checkerboard(_Target2D):
     r"""Uniform density on the dark squares of a ``k x k`` board covering ``[-L, L)^2``.
 
@@ -287,15 +277,16 @@ class Checkerboard(_Target2D):
 
     has_density = True
     has_score = False
-    _leaves = ("half_width",)
-    _static = ("k",)
+    k: int = static_field(default=4)
+    half_width: float = 4.0
     _why_no_density = "the density is piecewise constant; its score is 0 a.e. and undefined on cell edges."
 
-    def __init__(self, k=4, half_width=4.0):
+    def __post_init__(self):
+        k = self.k
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a Python int >= 1; got {k!r}.")
-        self.k = int(k)
-        self.half_width = _scalar("half_width", half_width, jnp.result_type(float))
+        self._set("k", int(k))
+        self._set("half_width", _scalar("half_width", self.half_width, jnp.result_type(float)))
         _check_positive("half_width", self.half_width)
 
     @property
@@ -327,7 +318,7 @@ class Checkerboard(_Target2D):
         return jnp.where(inside & dark, log_density, -jnp.inf).astype(jnp.result_type(x.dtype, self.dtype))
 
 
-@jax.tree_util.register_pytree_node_class
+@pytree_dataclass
 class Rings(_Target2D):
     r"""Concentric rings: uniform angle and a squared radius drawn from a truncated Gaussian mixture.
 
@@ -356,10 +347,13 @@ class Rings(_Target2D):
 
     has_density = True
     has_score = True
-    _leaves = ("radii", "widths", "weights")
+    radii: jax.Array = (1.0, 2.0, 3.0)
+    widths: jax.Array = 0.15
+    weights: jax.Array = None
 
-    def __init__(self, radii=(1.0, 2.0, 3.0), widths=0.15, weights=None):
+    def __post_init__(self):
         dtype = jnp.result_type(float)
+        radii, widths, weights = self.radii, self.widths, self.weights
         radii = jnp.asarray(radii, dtype)
         if radii.ndim != 1 or radii.shape[0] < 1:
             raise ValueError(f"radii must have shape [K] with K >= 1; got shape {radii.shape}.")
@@ -376,7 +370,9 @@ class Rings(_Target2D):
         if _is_concrete(weights):
             if bool(jnp.any(weights < 0)) or not float(jnp.sum(weights)) > 0:
                 raise ValueError(f"weights must be >= 0 with a positive sum; got {weights}.")
-        self.radii, self.widths, self.weights = radii, widths, weights / jnp.sum(weights)
+        self._set("radii", radii)
+        self._set("widths", widths)
+        self._set("weights", weights / jnp.sum(weights))
 
     @property
     def num_rings(self) -> int:
@@ -418,7 +414,7 @@ class Rings(_Target2D):
         return -2 * x * jnp.sum(r * (rho - m) / tau**2, axis=-1, keepdims=True)
 
 
-@jax.tree_util.register_pytree_node_class
+@pytree_dataclass
 class SwissRoll(_Target2D):
     r"""2-D Swiss roll: a noisy Archimedean spiral (sample-only).
 
@@ -437,13 +433,14 @@ class SwissRoll(_Target2D):
       scale: scale of the spiral (> 0).
     """
 
-    _leaves = ("noise", "scale")
     _why_no_density = "a Gaussian-blurred spiral has no closed-form density."
+    noise: float = 0.2
+    scale: float = 0.2
 
-    def __init__(self, noise=0.2, scale=0.2):
+    def __post_init__(self):
         dtype = jnp.result_type(float)
-        self.noise = _scalar("noise", noise, dtype)
-        self.scale = _scalar("scale", scale, dtype)
+        self._set("noise", _scalar("noise", self.noise, dtype))
+        self._set("scale", _scalar("scale", self.scale, dtype))
         _check_positive("noise", self.noise, allow_zero=True)
         _check_positive("scale", self.scale)
 

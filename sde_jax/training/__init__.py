@@ -5,25 +5,10 @@
   per dispatch, data parallelism over a device mesh.
 * :mod:`~sde_jax.training.checkpoint`: :class:`Checkpointer` (orbax ``CheckpointManager``).
 * :mod:`~sde_jax.training.loop`: :func:`fit`, the loop with progress, history, checkpoints, exact resume.
-* :mod:`~sde_jax.training.builders`: config -> SDE, model, loss, optimizer, mesh; :func:`validate_config`.
+* :mod:`~sde_jax.training.builders`: :func:`build`, the one place a config becomes the pieces of a run (and is
+  validated on the way).
 """
-from sde_jax.training.builders import (
-    DISCRETE_LOSSES,
-    MODELS,
-    SDES,
-    Components,
-    build,
-    build_loss,
-    build_mesh,
-    build_model,
-    build_score_fn_factory,
-    build_sde,
-    check_workdir,
-    init_params,
-    is_continuous,
-    register_model,
-    validate_config,
-)
+from sde_jax.training.builders import DISCRETE_LOSSES, SDES, Components, build, build_sde, check_workdir, is_continuous
 from sde_jax.training.checkpoint import Checkpointer
 from sde_jax.training.loop import CHECKPOINT_DIR, HISTORY_FILE, NonFiniteLossError, fit, read_history
 from sde_jax.training.state import (

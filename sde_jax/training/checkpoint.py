@@ -1,8 +1,10 @@
 """Checkpoints with orbax ``CheckpointManager``: the latest for resume plus kept snapshots.
 
-One manager keeps ``max_to_keep`` most recent checkpoints (the latest, for resuming after an interruption)
+One manager keeps the ``max_to_keep`` most recent checkpoints (the latest, for resuming after an interruption)
 and, with ``keep_period``, never deletes a step that is a multiple of it (the snapshots), as the paper's
-``checkpoints-meta`` / ``checkpoints`` pair does with two directories.
+``checkpoints-meta`` / ``checkpoints`` pair does with two directories. Both rules are orbax preservation
+policies (``LatestN`` or ``EveryNSteps``), orbax's current form of the deprecated ``max_to_keep`` /
+``keep_period`` options.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import os
 
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 __all__ = ["Checkpointer"]
 
@@ -25,8 +28,10 @@ class Checkpointer:
 
     def __init__(self, directory: str, *, max_to_keep: int = 1, keep_period: int | None = None):
         self.directory = os.path.abspath(directory)
-        options = ocp.CheckpointManagerOptions(max_to_keep=max(int(max_to_keep), 1), keep_period=keep_period,
-                                               create=True)
+        policies = [pp.LatestN(max(int(max_to_keep), 1))]
+        if keep_period:
+            policies.append(pp.EveryNSteps(int(keep_period)))
+        options = ocp.CheckpointManagerOptions(preservation_policy=pp.AnyPreservationPolicy(policies), create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:

@@ -23,10 +23,20 @@ from sde_jax.parallel import replicated_sharding
 from sde_jax.training.checkpoint import Checkpointer
 from sde_jax.training.step import make_train_fn
 
-__all__ = ["fit", "NonFiniteLossError", "read_history", "HISTORY_FILE", "CHECKPOINT_DIR"]
+__all__ = ["fit", "History", "NonFiniteLossError", "read_history", "HISTORY_FILE", "CHECKPOINT_DIR"]
 
 HISTORY_FILE = "train_history.csv"
 CHECKPOINT_DIR = "checkpoints"
+
+
+class History(dict):
+    """``fit``'s history: ``"step"`` and each metric name -> arrays of window means, plus ``"wall_time"``.
+
+    Attributes:
+      resumed_from: the checkpoint step this run resumed from (``None``: it started from the given state).
+    """
+
+    resumed_from: int | None = None
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -73,8 +83,9 @@ def fit(state, train_step: Callable, batch_fn: Callable, key, *, num_steps: int,
       progress: show a tqdm progress bar.
 
     Returns:
-      ``(state, history)``; ``history`` maps ``"step"`` and each metric name to arrays (window means), including
-      the windows of earlier runs in the same workdir, plus ``"wall_time"`` per window.
+      ``(state, history)``; ``history`` (a :class:`History`) maps ``"step"`` and each metric name to arrays
+      (window means), including the windows of earlier runs in the same workdir, plus ``"wall_time"`` per
+      window; ``history.resumed_from`` is the step resumed from.
 
     Raises:
       NonFiniteLossError: at the first non-finite loss, naming the step; nothing after the last finite
@@ -85,7 +96,7 @@ def fit(state, train_step: Callable, batch_fn: Callable, key, *, num_steps: int,
             raise ValueError(f"{name} must be an integer >= 1; got {v!r}.")
     checkpoint_every = num_steps if checkpoint_every is None else checkpoint_every
     data_key, loss_key = jax.random.split(key)
-    ckpt = history_path = None
+    ckpt = history_path = resumed_from = None
     hist: dict[str, list] = {}
     if workdir is not None:
         os.makedirs(workdir, exist_ok=True)
@@ -94,6 +105,7 @@ def fit(state, train_step: Callable, batch_fn: Callable, key, *, num_steps: int,
         restored = ckpt.restore(state)
         if restored is not None:
             state = restored
+            resumed_from = int(state.step)
             logging.info("Resumed from %s at step %d.", ckpt.directory, int(state.step))
         hist = {k: list(v) for k, v in read_history(history_path, int(state.step)).items()}
     if mesh is not None:
@@ -142,7 +154,9 @@ def fit(state, train_step: Callable, batch_fn: Callable, key, *, num_steps: int,
         bar.close()
         if ckpt is not None:
             ckpt.close()
-    return state, _as_arrays(hist)
+    history = History(_as_arrays(hist))
+    history.resumed_from = resumed_from
+    return state, history
 
 
 @functools.lru_cache(maxsize=16)

@@ -6,13 +6,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
+
+from sde_jax._pytree import pytree_dataclass
 
 __all__ = ["TrainState", "init_train_state", "get_optimizer", "learning_rate_schedule", "ema_decay",
            "ema_update", "OPTIMIZERS"]
 
 
-@struct.dataclass
+@pytree_dataclass
 class TrainState:
     """Everything a training run carries from step to step; keys are *not* stored (derived from ``step``).
 

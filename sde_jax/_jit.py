@@ -1,0 +1,44 @@
+"""Helpers at the jit boundary of the public functions: the default dtype, the array conversion that keeps
+jitted functions from recompiling when only hyper-parameter values change, and the batch-sharding constraint."""
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sde_jax.parallel import batch_sharding
+
+
+def default_dtype(dtype=None):
+    """``dtype`` or JAX's default float (float64 under ``jax_enable_x64``, else float32)."""
+    return jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
+
+
+def as_leaves(tree, dtype, *, convert_arrays=False):
+    """Python float leaves of a pytree (an SDE, a score function, ``snr``) as JAX arrays of ``dtype``.
+
+    ``equinox.filter_jit`` treats Python floats as static (a new value recompiles) and arrays as traced, so
+    converting them makes a new ``beta_max`` or ``snr`` a new *value* for the same compiled program. With
+    ``convert_arrays`` floating arrays are cast to ``dtype`` too (for an SDE's hyper-parameters, so that they
+    do not promote the samples' dtype); a score function's arrays (network parameters) are left alone.
+    """
+
+    def conv(v):
+        if isinstance(v, numbers.Number) and not isinstance(v, bool):
+            return jnp.asarray(v, dtype)
+        if convert_arrays and isinstance(v, (np.ndarray, np.generic, jax.Array)) and jnp.issubdtype(
+                v.dtype, jnp.floating):
+            return jnp.asarray(v, dtype)
+        return v
+
+    return jax.tree.map(conv, tree)
+
+
+def constrainer(mesh):
+    """``x -> x`` with its batch axis sharded over ``mesh`` (identity when ``mesh`` is None)."""
+    if mesh is None:
+        return lambda v: v
+    sharding = batch_sharding(mesh)
+    return lambda v: jax.lax.with_sharding_constraint(v, sharding)
