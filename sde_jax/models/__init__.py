@@ -8,3 +8,7 @@ from sde_jax.models.ncsnpp import NCSNpp
 from sde_jax.models.ncsnv2 import NCSNv2
 from sde_jax.models.registry import (MODELS, count_params, get_model, get_model_score_fn, init_model,
                                      model_names)
+# The paper's released checkpoints (issue 13): layouts, import, conversion to an orbax directory.
+from sde_jax.models.checkpoint_layout import SOURCES, checkpoint_layout, config_for_source
+from sde_jax.models.checkpoint_import import import_checkpoint, read_checkpoint
+from sde_jax.models.convert import convert_checkpoint, load_variables
