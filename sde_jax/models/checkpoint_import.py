@@ -34,6 +34,7 @@ import re
 
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from sde_jax.models.checkpoint_layout import (SOURCES, TRANSFORMS, Entry, checkpoint_layout, config_for_source)
 
@@ -114,14 +115,8 @@ def _flax_file(path: str) -> str:
     return path
 
 
-def _flatten(tree, prefix=()) -> dict[str, np.ndarray]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, prefix + (str(k),)))
-        else:
-            out["/".join(prefix + (str(k),))] = np.asarray(v)
-    return out
+def _flatten(tree) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in traverse_util.flatten_dict(tree, sep="/").items()}
 
 
 def _params_tree(tree):
@@ -205,23 +200,11 @@ def _ema_by_name(ema_list, layout, model_names, config_name):
     return {e.name: a for e, a in zip(trainable, ema_list)}
 
 
-def _unflatten(items) -> dict:
-    tree: dict = {}
-    for path, value in items:
-        node = tree
-        for p in path[:-1]:
-            node = node.setdefault(p, {})
-        node[path[-1]] = value
-    return tree
-
-
 def _map_tensors(tensors: dict[str, np.ndarray], layout: list[Entry]) -> dict:
     """``{'params': tree}`` from checkpoint tensors already checked against ``layout``."""
-    items = []
-    for e in layout:
-        a = np.asarray(tensors[e.name], dtype=np.float32)
-        items.append((e.path, jnp.asarray(TRANSFORMS[e.transform][0](a))))
-    return {"params": _unflatten(items)}
+    flat = {e.path: jnp.asarray(TRANSFORMS[e.transform][0](np.asarray(tensors[e.name], dtype=np.float32)))
+            for e in layout}
+    return {"params": traverse_util.unflatten_dict(flat)}
 
 
 def _config_label(config):

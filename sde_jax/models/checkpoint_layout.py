@@ -42,6 +42,7 @@ from typing import Callable, NamedTuple
 
 import flax.linen as nn
 import jax
+from flax import traverse_util
 import ml_collections
 
 from sde_jax.models import configs as configs_lib
@@ -399,14 +400,6 @@ def _flax_residual_reindex(mod, sub, path):
     return path
 
 
-def _leaves(tree, prefix=()):
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from _leaves(v, prefix + (k,))
-    else:
-        yield prefix, tree
-
-
 # --- the layout -----------------------------------------------------------------------------------------------
 def checkpoint_layout(config, source: str) -> list[Entry]:
     """Every tensor of a ``source`` checkpoint for ``config``, in the checkpoint's order, and where it goes.
@@ -439,13 +432,14 @@ def _layout(cfg_json: str, source: str) -> tuple[Entry, ...]:
                          "layers in every residual block, which our networks do not have; no paper config is "
                          "unconditional.")
     root, params, calls = _trace(cfg_json)
+    flat = traverse_util.flatten_dict(params)
     out: list[Entry] = []
     if source == "score_sde_pytorch":
         for prefix, call in _torch_prefixes(root, calls):
             sub = _sub(params, call.name)
             for name, path, transform, trainable in _torch_entries(call.module, sub, root):
                 full = (call.name, *path)
-                ours = _leaf(params, full)
+                ours = flat[full]
                 out.append(Entry(_j(prefix, name), TRANSFORMS[transform][1](ours.shape), full, transform,
                                  trainable))
     else:
@@ -455,7 +449,7 @@ def _layout(cfg_json: str, source: str) -> tuple[Entry, ...]:
             top = f"{cls}_{counts.get(cls, 0)}"
             counts[cls] = counts.get(cls, 0) + 1
             sub = _sub(params, call.name)
-            for path, leaf in _leaves(sub):
+            for path, leaf in traverse_util.flatten_dict(sub).items():
                 theirs = _flax_rename(path)
                 if isinstance(call.module, ResidualBlock):
                     theirs = _flax_residual_reindex(call.module, sub, theirs)
@@ -466,16 +460,9 @@ def _layout(cfg_json: str, source: str) -> tuple[Entry, ...]:
     return tuple(out)
 
 
-def _leaf(params, path):
-    node = params
-    for p in path:
-        node = node[p]
-    return node
-
-
 def _check_covers(entries, params):
     """Every parameter of ours in exactly one entry; names unique (an internal consistency check)."""
-    ours = {p for p, _ in _leaves(params)}
+    ours = set(traverse_util.flatten_dict(params))
     paths = [e.path for e in entries]
     names = [e.name for e in entries]
     if len(set(paths)) != len(paths) or set(paths) != ours or len(set(names)) != len(names):
