@@ -10,8 +10,8 @@ import jax
 import numpy as np
 from flax import serialization
 
-from checkpoint_facts import modules
-from sde_jax.models import checkpoint_layout
+from checkpoint_facts import modules, small_config
+from sde_jax.models import checkpoint_layout, config_for_source
 
 STEP = 7
 
@@ -115,3 +115,13 @@ def write_flax_checkpoint(directory, model_tree, ema_tree):
     with open(path, "wb") as f:
         f.write(serialization.msgpack_serialize(state))
     return path
+
+
+def flax_checkpoint(tmp_path, name, seed=0):
+    """``(cfg, path, model variables, EMA variables)``: a Flax checkpoint of the small config ``name`` with the
+    paper's names and random values (distinct for the two weights), in ``tmp_path/ckpt``."""
+    cfg = config_for_source(small_config(name), "score_sde_flax")
+    model_vars, ema_vars = random_variables(cfg, seed, seed + 1)
+    path = write_flax_checkpoint(str(tmp_path / "ckpt"), paper_flax_tree(model_vars["params"], name),
+                                 paper_flax_tree(ema_vars["params"], name))
+    return cfg, path, model_vars, ema_vars

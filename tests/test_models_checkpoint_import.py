@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from checkpoint_facts import FIRST_LAST, SKIP, TENSORS, modules, small_config
-from checkpoint_helpers import paper_flax_tree, random_variables, write_flax_checkpoint
+from checkpoint_helpers import flax_checkpoint, paper_flax_tree, write_flax_checkpoint
 from sde_jax import models
 from sde_jax.models import checkpoint_layout, config_for_source, import_checkpoint
 from sde_jax.models.normalization import InstanceNorm2dPlus
@@ -81,14 +81,6 @@ def test_paper_size_layouts_cover_every_parameter_once(name):
 
 
 # --- the Flax (score_sde) format ------------------------------------------------------------------------------
-def _flax_checkpoint(tmp_path, name, seed=0):
-    cfg = config_for_source(small_config(name), "score_sde_flax")
-    model_vars, ema_vars = random_variables(cfg, seed, seed + 1)
-    path = write_flax_checkpoint(str(tmp_path / "ckpt"), paper_flax_tree(model_vars["params"], name),
-                                 paper_flax_tree(ema_vars["params"], name))
-    return cfg, path, model_vars, ema_vars
-
-
 def _assert_same(a, b):
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
@@ -103,7 +95,7 @@ def test_flax_checkpoint_imports_to_the_same_parameters(tmp_path, name):
     """A ``checkpoint_<N>`` in the paper's State layout, written with the paper's Flax names (renamed by the
     test from the facts), imports to exactly our parameters: ``weights='model'`` from ``optimizer.target``,
     ``'ema'`` from ``params_ema`` (distinct random values); a directory means its latest checkpoint."""
-    cfg, path, model_vars, ema_vars = _flax_checkpoint(tmp_path, name)
+    cfg, path, model_vars, ema_vars = flax_checkpoint(tmp_path, name)
     got_model = import_checkpoint(path, cfg, source="score_sde_flax", weights="model")
     got_ema, got_cfg = import_checkpoint(os.path.dirname(path), name if name != SKIP else cfg,
                                          source="score_sde_flax", return_config=True)
@@ -123,7 +115,7 @@ def test_flax_ncsnv2_64_has_the_jax_code_refine_widths():
 
 def test_flax_names_that_do_not_map_fail_with_the_leftovers(tmp_path):
     """A tensor the model has no place for is listed as a leftover; a tensor the model needs is named missing."""
-    cfg, path, model_vars, _ = _flax_checkpoint(tmp_path, "small/ncsnpp")
+    cfg, path, model_vars, _ = flax_checkpoint(tmp_path, "small/ncsnpp")
     tree = paper_flax_tree(model_vars["params"], "small/ncsnpp")
     tree["Dense_7"] = {"kernel": np.zeros((4, 4), np.float32)}
     del tree["AttnBlockpp_1"]["NIN_2"]["b"]
@@ -139,7 +131,7 @@ def test_config_checkpoint_mismatch_names_first_parameter_and_both_shapes(tmp_pa
     """Wrong size (nf 32 checkpoint, nf 64 config): the first tensor that does not fit, with both shapes. Wrong
     architecture (an NCSN++ checkpoint for the DDPM++ config): the first misfit (the Fourier embedding's 64
     features vs the positional embedding's 32 feed the first dense layer) and the leftovers."""
-    _, path, _, _ = _flax_checkpoint(tmp_path, "small/ncsnpp")
+    _, path, _, _ = flax_checkpoint(tmp_path, "small/ncsnpp")
     bigger = models.get_config("small/ncsnpp")
     bigger.model.nf = 64
     with pytest.raises(ValueError, match=r"does not fit config 'ncsnpp'.*'AttnBlockpp_0/GroupNorm_0/bias': "
@@ -152,7 +144,7 @@ def test_config_checkpoint_mismatch_names_first_parameter_and_both_shapes(tmp_pa
 
 
 def test_bad_arguments_and_files_raise_clear_errors(tmp_path):
-    _, path, _, _ = _flax_checkpoint(tmp_path, "small/ddpm")
+    _, path, _, _ = flax_checkpoint(tmp_path, "small/ddpm")
     with pytest.raises(ValueError, match=r"source must be one of \['score_sde_pytorch', 'score_sde_flax'\]; "
                                          r"got 'jax'"):
         import_checkpoint(path, "small/ddpm", source="jax")

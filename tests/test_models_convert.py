@@ -8,10 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from checkpoint_helpers import STEP
+from checkpoint_helpers import STEP, flax_checkpoint
 from sde_jax import models, training
 from sde_jax.models import convert, import_checkpoint
-from test_models_checkpoint_import import _flax_checkpoint
 
 
 def _equal(a, b):
@@ -25,7 +24,7 @@ def test_convert_then_load_gives_back_the_imported_weights(tmp_path):
     a fresh paper-optimizer state), OUT/config.json (model config + optim section) and OUT/conversion.json;
     ``load_variables`` returns exactly what ``import_checkpoint`` returns, for both weights, with the config
     read from config.json or given by name; the TrainState restores at the checkpoint's step."""
-    _, path, _, _ = _flax_checkpoint(tmp_path, "small/ddpm")
+    _, path, _, _ = flax_checkpoint(tmp_path, "small/ddpm")
     out = str(tmp_path / "converted")
     args = ["--source", "score_sde_flax", "--config", "small/ddpm", "--checkpoint", path, "--out", out]
     assert convert.main(args) == 0
