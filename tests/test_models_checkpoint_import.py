@@ -173,6 +173,22 @@ def test_models_without_a_paper_counterpart_are_refused():
     cfg.model.conditional = False
     with pytest.raises(ValueError, match="conditional=False"):
         checkpoint_layout(cfg, "score_sde_pytorch")
+    cfg = models.get_config("small/ncsnv2")
+    cfg.model.update(dict(normalization="InstanceNorm", unbiased_channel_var=False))
+    with pytest.raises(ValueError, match="InstanceNorm2d has no parameters that match ours"):
+        checkpoint_layout(cfg, "score_sde_pytorch")
+
+
+def test_ncsnv2_variance_norm_layout():
+    """NCSNv2 with VarianceNorm (PyTorch: one per-channel ``alpha``): ``normalizer.alpha`` (C,) -> our ``scale``
+    (1, 1, 1, C); config_for_source leaves unbiased_channel_var off for norms other than InstanceNorm++."""
+    cfg = models.get_config("small/ncsnv2")
+    cfg.model.normalization = "VarianceNorm"
+    cfg = config_for_source(cfg, "score_sde_pytorch")
+    entries = {e.name: e for e in checkpoint_layout(cfg, "score_sde_pytorch")}
+    e = entries["normalizer.alpha"]
+    assert (e.shape, e.path, e.transform) == ((16,), ("VarianceNorm2d_0", "scale"), "channel")
+    assert "normalizer.gamma" not in entries and entries["res2.0.normalize1.alpha"].shape == (16,)
 
 
 # --- NCSNv2 source conventions --------------------------------------------------------------------------------

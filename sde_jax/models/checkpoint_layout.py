@@ -120,8 +120,8 @@ def config_for_source(config, source: str) -> ml_collections.ConfigDict:
     computed when it was trained.
 
     Only NCSNv2 has such options (:mod:`sde_jax.models.ncsnv2`): PyTorch checkpoints get
-    ``align_corners=True`` and ``unbiased_channel_var=True`` (the PyTorch port's bilinear resize and
-    ``torch.var``); Flax checkpoints the JAX code's conventions (both False) and, for ``ncsnv2_64``, the JAX
+    ``align_corners=True`` and, with InstanceNorm++, ``unbiased_channel_var=True`` (the PyTorch port's bilinear
+    resize and ``torch.var``); Flax checkpoints the JAX code's conventions (both False) and, for ``ncsnv2_64``, the JAX
     code's refine widths ``refine_mults=(2, 2, 2, 1)``. Other networks are returned unchanged (copied).
 
     Args:
@@ -134,7 +134,7 @@ def config_for_source(config, source: str) -> ml_collections.ConfigDict:
     if m.name.startswith("ncsnv2"):
         torch_port = source == "score_sde_pytorch"
         m.align_corners = torch_port
-        m.unbiased_channel_var = torch_port
+        m.unbiased_channel_var = torch_port and m.normalization == "InstanceNorm++"
         m.refine_mults = (2, 2, 2, 1) if (not torch_port and m.name == "ncsnv2_64") else None
     return cfg
 
