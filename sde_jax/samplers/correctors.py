@@ -14,6 +14,11 @@ and differ in the step size ``epsilon``:
   signal-to-noise ratio ``r = snr``. The paper's code averages the two norms over the (global) batch, so a
   sample's step depends on its batch-mates; that is the default here too. ``per_sample_step=True`` uses each
   sample's own norms instead, so samples no longer depend on batch composition.
+
+  The batch means are computed by :func:`batch_mean`, whose bits do not depend on how the batch is sharded
+  (a float sum reduced per device and then across devices rounds differently on 1 and 8 devices, and 1,000
+  steps amplify that into visibly different samples). Examples whose score is non-finite are left out of the
+  means, so one NaN example does not turn the whole batch into NaN.
 * ``ald`` (annealed Langevin; option ``snr``): ``epsilon = 2 alpha_i (r s(t))^2``, ``s(t)`` the marginal std.
 
 ``alpha_i = sde.langevin_alpha(t, index)``: 1 for VE, ``1 - beta_i`` for VP and (here, unlike the paper's
@@ -26,12 +31,14 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sde_jax.samplers.langevin import langevin_update
 from sde_jax import _checks as C
 from sde_jax.sdes import check_score
 
-__all__ = ["Corrector", "CORRECTORS", "OPTIONS", "get_corrector", "langevin", "annealed_langevin", "no_corrector"]
+__all__ = ["Corrector", "CORRECTORS", "OPTIONS", "get_corrector", "langevin", "annealed_langevin", "no_corrector",
+           "batch_mean"]
 
 OPTIONS = ("snr", "per_sample_step")
 """The corrector options the PC sampler knows; each corrector declares the ones it takes."""
@@ -61,14 +68,51 @@ def _norms(v):
     return jnp.sqrt(jnp.sum(jnp.reshape(v, (v.shape[0], -1)) ** 2, axis=-1))
 
 
+def batch_mean(v, where=None):
+    """Mean of a non-negative ``[B]`` vector over the entries in ``where``, bitwise the same however ``v`` is
+    sharded across devices.
+
+    A float sum over a sharded batch is reduced per device and then across devices, so its rounding depends
+    on the device count. Here every step is exact or element-wise: with ``m = max v`` (exact) and
+    ``k = 30 - ceil(log2 B)``, each entry is written in two integer limbs of ``k`` bits,
+    ``v / 2^{e(m)} = (h + l 2^{-k}) 2^{-k}`` (``h, l < 2^k``; truncation below ``2^{-2k}`` of ``m``),
+    the limbs are summed in int32 (exact, associative: no order dependence, no overflow as ``B 2^k < 2^31``)
+    and the two sums are converted back and added. The result equals the float mean to within a few ulps
+    plus ``2^{-2k} m``.
+
+    Args:
+      v: ``[B]`` finite non-negative values (others are ignored when ``where`` excludes them).
+      where: optional ``[B]`` bool mask of the entries to average (default: all). The mean of none is 0.
+
+    Returns:
+      A scalar of ``v``'s dtype (float32 inside for 16-bit types).
+    """
+    b = v.shape[0]
+    dtype = jnp.promote_types(v.dtype, jnp.float32)
+    x = v.astype(dtype)
+    where = jnp.ones(x.shape, bool) if where is None else where
+    x = jnp.where(where, x, 0.0)
+    k = 30 - max(int(np.ceil(np.log2(max(b, 1)))), 0)
+    _, e = jnp.frexp(jnp.max(x))
+    scaled = jnp.ldexp(x, k - e)                                  # in [0, 2^k), exact
+    hi = jnp.floor(scaled)
+    lo = jnp.floor(jnp.ldexp(scaled - hi, k))                     # the next k bits
+    s_hi = jnp.sum(hi.astype(jnp.int32)).astype(dtype)
+    s_lo = jnp.sum(lo.astype(jnp.int32)).astype(dtype)
+    total = jnp.ldexp(s_hi, e - k) + jnp.ldexp(s_lo, e - 2 * k)
+    count = jnp.sum(where.astype(jnp.int32))
+    return (total / jnp.maximum(count, 1).astype(dtype)).astype(v.dtype)
+
+
 def _langevin(key, sde, score_fn, x, t, index, *, snr, per_sample_step):
     score = check_score(score_fn(x, t), x)
     key_z, key_noise = jax.random.split(key)
     z = jax.random.normal(key_z, x.shape, x.dtype)
     noise_norm, score_norm = _norms(z), _norms(score)
     if not per_sample_step:
-        noise_norm = jnp.broadcast_to(jnp.mean(noise_norm), noise_norm.shape)
-        score_norm = jnp.broadcast_to(jnp.mean(score_norm), score_norm.shape)
+        finite = jnp.isfinite(score_norm)
+        noise_norm = jnp.broadcast_to(batch_mean(noise_norm, finite), noise_norm.shape)
+        score_norm = jnp.broadcast_to(batch_mean(score_norm, finite), score_norm.shape)
     alpha = sde.langevin_alpha(t, index).astype(x.dtype)
     step = 2.0 * alpha * (snr * noise_norm) ** 2 / jnp.maximum(score_norm**2, _TINY)
     return langevin_update(key_noise, x, score, step)
