@@ -7,6 +7,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments.toy2d import run
+from sde_jax import training
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, figures and metrics.json (resumed if present).",
@@ -25,7 +26,11 @@ class _QuietOrbax(logging.Filter):
 def main(argv):
     del argv
     logging.getLogger("absl").addFilter(_QuietOrbax())
-    m = run(FLAGS.config, FLAGS.workdir)
+    try:
+        m = run(FLAGS.config, FLAGS.workdir)
+    except training.Preempted as e:   # SIGTERM/SIGINT: the checkpoint is on disk; rerun to resume
+        logging.getLogger("absl").warning("%s", e)
+        return e.exit_code
     summary = {name: {k: s[k] for k in ("mode_weight_error", "energy_distance_ratio", "nfe", "passes")}
                for name, s in m["samplers"].items()}
     print(json.dumps({"samplers": summary, "score_error": m["score_error"],

@@ -12,8 +12,11 @@ Writes to ``workdir``:
   (NFE); the score error of the learned model at initialisation and after training; timings.
 * ``checkpoints/`` (orbax; the latest for resume), ``train_history.csv``, ``config.json``.
 
-Running again with the same ``workdir`` resumes from the latest checkpoint (no work is repeated when the run
-had finished; sampling and evaluation are redone with the same keys, so the metrics are reproduced).
+Running again with the same ``workdir`` resumes from the latest valid checkpoint (no work is repeated when the
+run had finished; sampling and evaluation are redone with the same keys, so the metrics are reproduced). A
+changed config is refused on resume (:func:`sde_jax.training.write_config`) unless
+``--config.resume_with_changes=True``. SIGTERM/SIGINT during training save a checkpoint at the next dispatch
+boundary and end the process with code ``128 + signal`` (143/130); running the same command again resumes.
 """
 from __future__ import annotations
 
@@ -127,8 +130,7 @@ def train(config, workdir: str, *, progress: bool = True) -> Trained:
     # ESM trains against the exact score of p_t, which only a toy target has.
     extra = (lambda sde: {"target_score_fn": target.perturbed_score(sde)}) if config.training.loss == "esm" else None
     parts = training.build(config, workdir, data_shape=(target.dim,), loss_extra=extra)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json(indent=2))
+    training.write_config(config, workdir)   # refuses a changed config on resume unless resume_with_changes
     keys = _keys(config)
     state = training.init_train_state(parts.init_params(keys["init"]), parts.tx)
     batch_fn = training.sampler_batch_fn(target.sample, config.training.batch_size)

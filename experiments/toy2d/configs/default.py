@@ -9,6 +9,7 @@ import ml_collections
 def get_config():
     c = ml_collections.ConfigDict()
     c.seed = 0
+    c.resume_with_changes = False     # True: resume a workdir whose config.json differs (sde_jax.training.write_config)
 
     c.data = ml_collections.ConfigDict()
     c.data.target = "gmm5"            # see experiments.toy2d.experiment.TARGETS
