@@ -129,10 +129,11 @@ def check_batch(x, t, *, name_x: str = "x", name_t: str = "t"):
                          f"got shape {ts}.")
 
 
-def check_score(score, x):
-    """A score function's output must have the shape of its input ``x``; returns the score."""
+def check_score(score, x, name: str = "score_fn(x, t)"):
+    """A score function's output (or a ``jax.ShapeDtypeStruct`` of it) must have the shape of its input ``x``
+    (no broadcasting); returns it. ``name`` names the function in the message."""
     if jnp.shape(score) != jnp.shape(x):
-        raise ValueError(f"score_fn(x, t) must return an array of the same shape as x {jnp.shape(x)}; "
+        raise ValueError(f"{name} must return an array of the same shape as x {jnp.shape(x)}; "
                          f"got shape {jnp.shape(score)}.")
     return score
 

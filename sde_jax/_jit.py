@@ -16,6 +16,24 @@ def default_dtype(dtype=None):
     return jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
 
 
+def compute_dtype(dtype):
+    """The dtype a sampler, the ODE core or the likelihood carries its state in: ``dtype`` promoted to at least
+    float32 (float64 stays float64).
+
+    16-bit floats are storage formats here, not loop states: a bfloat16 state (8-bit mantissa) drops every
+    update smaller than ``|x|/256``, so a 1,000-step sampler would stall, and a ``lax.scan`` carry must keep
+    one dtype while float32 network parameters promote each update to float32 (the "carry input and carry
+    output must have equal types" error). Callers compute in this dtype and cast their results back.
+
+    Raises:
+      TypeError: ``dtype`` is not a floating-point dtype.
+    """
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"dtype must be a floating-point dtype; got {dtype}.")
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def as_leaves(tree, dtype, *, convert_arrays=False):
     """Python float leaves of a pytree (an SDE, a score function, ``snr``) as JAX arrays of ``dtype``.
 

@@ -245,12 +245,13 @@ def decode(config: FlowConfig, sde, score_fn, x, eps, rtol, atol, mesh, denoise:
     C.check_mesh(mesh, jnp.shape(x)[0])
     eps = C.check_eps(eps, sde)
     rtol, atol = C.check_positive("rtol", rtol), C.check_positive("atol", atol)
-    dtype = jnp.result_type(x)
+    out_dtype = jnp.result_type(x)
+    dtype = _jit.compute_dtype(out_dtype)            # 16-bit inputs are solved in float32
     x, info = _decode(config, mesh, _jit.as_leaves(sde, dtype, convert_arrays=True),
-                      _jit.as_leaves(score_fn, dtype), x, jnp.asarray(eps, dtype), jnp.asarray(rtol, dtype),
-                      jnp.asarray(atol, dtype), bool(denoise))
+                      _jit.as_leaves(score_fn, dtype), jnp.asarray(x, dtype), jnp.asarray(eps, dtype),
+                      jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), bool(denoise))
     report(info, what)
-    return x, info
+    return x.astype(out_dtype), info
 
 
 @eqx.filter_jit

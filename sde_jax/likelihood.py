@@ -237,11 +237,13 @@ def log_likelihood(key, sde, score_fn, x: Float[Array, "b ..."], *, divergence="
     C.check_key(key)
     hutch = divergence == "hutchinson"
     div = _Divergence(divergence, probe if hutch else "", num_probes if hutch else 1)
-    dtype = x.dtype
+    in_dtype = x.dtype
+    dtype = _jit.compute_dtype(in_dtype)             # 16-bit data are encoded in float32; logp stays float32
     t0, t1 = _encode_interval(sde, eps)
     logp, z, info = _encode(config, div, mesh, key, _jit.as_leaves(sde, dtype, convert_arrays=True),
-                            _jit.as_leaves(score_fn, dtype), x, jnp.asarray(t0, dtype), jnp.asarray(t1, dtype),
-                            jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype))
+                            _jit.as_leaves(score_fn, dtype), x.astype(dtype), jnp.asarray(t0, dtype),
+                            jnp.asarray(t1, dtype), jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype))
+    z = z.astype(in_dtype)
     flow.report(info, "log_likelihood")
     out = (logp, jnp.max(info.nfe)) + ((z,) if return_latent else ()) + ((info,) if return_info else ())
     return out

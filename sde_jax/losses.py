@@ -302,9 +302,15 @@ def get_ncsn_loss_fn(sigmas, *, reduce_mean=False, anneal_power=2.0) -> Callable
 # --------------------------------------------------------------------------------------------------
 # Classical score matching at one distribution: score_fn(x) -> [B, ...]
 # --------------------------------------------------------------------------------------------------
-def _example_fn(score_fn, t):
+def _example_fn(score_fn, t, x):
     """``x_i -> score`` for one example (no batch axis): ``score_fn(x_i[None])[0]`` or, with times,
-    ``score_fn(x_i[None], t_i[None])[0]``. Returns ``(f, extra_args)`` for ``vmap``."""
+    ``score_fn(x_i[None], t_i[None])[0]``. Returns ``(f, extra_args)`` for ``vmap``.
+
+    The batched output's shape is checked against ``x`` first (``jax.eval_shape``: no computation), so a
+    score that would broadcast (``[B, 1]`` for ``[B, D]`` data) fails with a clear error instead of giving
+    a wrong loss."""
+    name = "score_fn(x)" if t is None else "score_fn(x, t)"
+    check_score(jax.eval_shape(score_fn, x) if t is None else jax.eval_shape(score_fn, x, t), x, name)
     if t is None:
         return (lambda xi: score_fn(xi[None])[0]), ()
     return (lambda xi, ti: score_fn(xi[None], ti[None])[0]), (t,)
@@ -327,7 +333,7 @@ def ism_per_example(score_fn, x, t=None):
       ``(trace [B], half_sq_norm [B])``.
     """
     d = _dim(x)
-    f, extra = _example_fn(score_fn, t)
+    f, extra = _example_fn(score_fn, t, x)
 
     def one(xi, *ti):
         jac = jax.jacfwd(f)(xi, *ti)
@@ -366,7 +372,7 @@ def ssm_per_example(score_fn, x, v, t=None):
     Returns:
       ``(vjv [M, B], half_sq_proj [M, B], half_sq_norm [B])``.
     """
-    f, extra = _example_fn(score_fn, t)
+    f, extra = _example_fn(score_fn, t, x)
 
     def one(vi, xi, *ti):
         s, jv = jax.jvp(lambda y: f(y, *ti), (xi,), (vi,))
@@ -429,7 +435,8 @@ def explicit_score_matching_loss(score_fn, key, batch, *, target_score_fn, reduc
     """
     del key
     _check_batch_array(batch)
-    diff = check_score(score_fn(batch), batch) - target_score_fn(batch)
+    diff = check_score(score_fn(batch), batch, "score_fn(x)") - check_score(target_score_fn(batch), batch,
+                                                                           "target_score_fn(x)")
     loss = jnp.mean(reduce_per_example(jnp.square(diff), reduce_mean))
     return loss, {"loss": loss}
 
@@ -445,7 +452,7 @@ def denoising_score_matching_loss(score_fn, key, batch, *, sigma, reduce_mean=Fa
     """
     _check_batch_array(batch)
     z = jax.random.normal(key, batch.shape, batch.dtype)
-    score = check_score(score_fn(batch + sigma * z), batch)
+    score = check_score(score_fn(batch + sigma * z), batch, "score_fn(x)")
     loss = jnp.mean(reduce_per_example(jnp.square(score + z / sigma), reduce_mean))
     return loss, {"loss": loss}
 
@@ -492,7 +499,7 @@ def get_sde_score_matching_loss_fn(sde: SDE, *, method="ssm", likelihood_weighti
         c = 1.0 / _dim(batch) if reduce_mean else 1.0
         aux = {"t_mean": jnp.mean(t)}
         if method == "esm":
-            diff = check_score(score_fn(xt, t), xt) - target_score_fn(xt, t)
+            diff = check_score(score_fn(xt, t), xt) - check_score(target_score_fn(xt, t), xt, "target_score_fn(x, t)")
             losses = weight * reduce_per_example(jnp.square(diff), reduce_mean)
         else:
             if method == "ism":

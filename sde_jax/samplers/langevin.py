@@ -53,12 +53,13 @@ def langevin_update(key, x, score, step_size):
       step_size: ``h``: a scalar or one per chain (``[n]``).
 
     Returns:
-      ``(x', x_mean)``.
+      ``(x', x_mean)`` in ``x``'s dtype (a score of a wider dtype does not change a chain's dtype).
     """
     h = jnp.asarray(step_size, x.dtype)
     h = batch_broadcast(h, x) if h.ndim else h
     x_mean = x + h * score
-    return x_mean + jnp.sqrt(2.0 * h) * jax.random.normal(key, x.shape, x.dtype), x_mean
+    x_new = x_mean + jnp.sqrt(2.0 * h) * jax.random.normal(key, x.shape, x.dtype)
+    return x_new.astype(x.dtype), x_mean.astype(x.dtype)
 
 
 def _sum_rest(v):

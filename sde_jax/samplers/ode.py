@@ -52,7 +52,7 @@ def ode_sample(key, sde, score_fn, shape, *, solver="tsit5", rtol=1e-5, atol=1e-
       x_init: optional starting points at ``T`` (``shape``), e.g. latents to decode; default: prior samples
         drawn with ``key``.
       mesh: optional device mesh; the batch is sharded over its ``data`` axis, one solve loop per device.
-      dtype: sample dtype (default: JAX's default float).
+      dtype: sample dtype (default: JAX's default float); 16-bit dtypes are solved in float32 and cast.
       return_info: also return a :class:`sde_jax.flow.FlowInfo` (per-example status, stop time, NFE).
 
     Returns:
@@ -65,7 +65,9 @@ def ode_sample(key, sde, score_fn, shape, *, solver="tsit5", rtol=1e-5, atol=1e-
     dtype = _jit.default_dtype(dtype)
     if x_init is not None and jnp.shape(x_init) != shape:
         raise ValueError(f"x_init must have shape {shape}; got {jnp.shape(x_init)}.")
-    x_init = sde.prior_sampling(key, shape, dtype) if x_init is None else jnp.asarray(x_init, dtype)
+    work = _jit.compute_dtype(dtype)                 # 16-bit dtypes: solved in float32, samples cast
+    x_init = sde.prior_sampling(key, shape, work) if x_init is None else jnp.asarray(x_init, work)
     x, info = flow.decode(config, sde, score_fn, x_init, eps, rtol, atol, mesh, denoise, "ode_sample")
+    x = x.astype(dtype)
     nfe = jnp.max(info.nfe) + int(bool(denoise))
     return (x, nfe, info) if return_info else (x, nfe)

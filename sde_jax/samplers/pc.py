@@ -69,7 +69,8 @@ def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corre
       per_sample_step: per-sample Langevin step sizes (see above); passed to the correctors that take it.
       mesh: optional device mesh (:func:`sde_jax.parallel.make_data_mesh`); the batch is sharded over its
         ``data`` axis and the samples equal those drawn on one device.
-      dtype: sample dtype (default: JAX's default float).
+      dtype: sample dtype (default: JAX's default float). 16-bit dtypes are computed in float32 and the
+        samples cast (see :func:`sde_jax._jit.compute_dtype`).
 
     Returns:
       ``(x, nfe)``: samples ``[B, ...]`` and the number of score-function evaluations (a Python int).
@@ -88,13 +89,14 @@ def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corre
                          f"num_steps must equal N; got num_steps={num_steps}. Build the SDE with N={num_steps}.")
     eps = C.check_eps(eps, sde)
     C.check_mesh(mesh, shape[0])
-    dtype = _jit.default_dtype(dtype)
+    out_dtype = _jit.default_dtype(dtype)
+    dtype = _jit.compute_dtype(out_dtype)
     options = {"snr": C.check_positive("snr", snr), "per_sample_step": bool(per_sample_step)}
     options = _jit.as_leaves({k: options[k] for k in corr.options}, dtype)
     x = _pc_loop(key, _jit.as_leaves(sde, dtype, convert_arrays=True), _jit.as_leaves(score_fn, dtype),
                  _jit.as_leaves(eps, dtype), options, shape, pred, corr, n_corr, num_steps, bool(denoise), dtype,
                  mesh)
-    return x, num_steps * (pred.nfe_per_step + corr.nfe_per_step * n_corr)
+    return x.astype(out_dtype), num_steps * (pred.nfe_per_step + corr.nfe_per_step * n_corr)
 
 
 @eqx.filter_jit
@@ -113,7 +115,7 @@ def _pc_loop(key, sde, score_fn, eps, options, shape, pred, corr, n_corr, num_st
         def body(carry, key_j):
             x, _ = carry
             x, x_mean = corr.step(key_j, sde, score_fn, x, t, level, **options)
-            return (constrain(x), constrain(x_mean)), None
+            return (constrain(x.astype(dtype)), constrain(x_mean.astype(dtype))), None
 
         return body
 
@@ -126,7 +128,7 @@ def _pc_loop(key, sde, score_fn, eps, options, shape, pred, corr, n_corr, num_st
             (x, x_mean), _ = jax.lax.scan(corrector_update(t, level), (x, x_mean), jax.random.split(key_c, n_corr))
         if pred.nfe_per_step > 0:
             x, x_mean = pred.step(key_p, sde, score_fn, x, t, tn, level)
-        return (constrain(x), constrain(x_mean)), None
+        return (constrain(x.astype(dtype)), constrain(x_mean.astype(dtype))), None   # the carry keeps its dtype
 
     (x, x_mean), _ = jax.lax.scan(step, (x, x), (jnp.arange(num_steps), ts, t_next, levels))
     return x_mean if denoise else x
