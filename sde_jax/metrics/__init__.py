@@ -12,8 +12,13 @@ from sde_jax.metrics.fid import feature_statistics, frechet_distance, trace_sqrt
 from sde_jax.metrics.kid import kernel_distance, mmd2_unbiased, polynomial_kernel
 from sde_jax.metrics.inception_score import inception_score
 from sde_jax.metrics.precision_recall import precision_recall
+from sde_jax.metrics.inception import InceptionV3
 from sde_jax.metrics.features import (FeatureExtractor, FeatureStats, extract_features, load_stats,
                                       params_fingerprint, save_stats)
+from sde_jax.metrics.torch_pickle import UnsafePickleError, load_torch_state_dict
+from sde_jax.metrics.weights import (INCEPTION_ENV_VAR, INCEPTION_FILENAME, INCEPTION_SHA256, INCEPTION_URL,
+                                     inception_params_from_state_dict, load_inception, load_inception_params,
+                                     resolve_inception_weights, save_inception_npz, sha256_file)
 from sde_jax.metrics.evaluate import MIN_FID_SAMPLES, evaluate_samples, metric_name, reference_stats
 
 __all__ = [
@@ -21,7 +26,10 @@ __all__ = [
     "frechet_distance", "feature_statistics", "trace_sqrt_product",
     "kernel_distance", "mmd2_unbiased", "polynomial_kernel",
     "inception_score", "precision_recall",
-    "FeatureExtractor", "FeatureStats", "extract_features", "load_stats", "save_stats",
-    "params_fingerprint",
+    "InceptionV3", "FeatureExtractor", "FeatureStats", "extract_features", "load_stats", "save_stats",
+    "params_fingerprint", "UnsafePickleError", "load_torch_state_dict",
+    "INCEPTION_ENV_VAR", "INCEPTION_FILENAME", "INCEPTION_SHA256", "INCEPTION_URL",
+    "inception_params_from_state_dict", "load_inception", "load_inception_params", "resolve_inception_weights",
+    "save_inception_npz", "sha256_file",
     "MIN_FID_SAMPLES", "evaluate_samples", "metric_name", "reference_stats",
 ]
