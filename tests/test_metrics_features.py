@@ -107,7 +107,8 @@ def test_stats_files_ours_and_foreign_layouts(tmp_path, cnn):
     np.savez(tmp_path / "other.npz", weights=feats)
     with pytest.raises(ValueError, match="not a statistics file"):
         metrics.load_stats(tmp_path / "other.npz")
-    np.savez(tmp_path / "v2.npz", mu=st.mu, sigma=st.sigma, format=np.array("sde_jax.feature_stats/2"), meta=np.array("{}"))
+    np.savez(tmp_path / "v2.npz", mu=st.mu, sigma=st.sigma, format=np.array("sde_jax.feature_stats/2"),
+             meta=np.array("{}"))
     with pytest.raises(ValueError, match="this version reads"):
         metrics.load_stats(tmp_path / "v2.npz")
     np.savez(tmp_path / "bad.npz", mu=st.mu, sigma=st.sigma[:3])

@@ -17,8 +17,9 @@ from sde_jax.metrics.features import (FeatureExtractor, FeatureStats, extract_fe
                                       params_fingerprint, save_stats)
 from sde_jax.metrics.torch_pickle import UnsafePickleError, load_torch_state_dict
 from sde_jax.metrics.weights import (INCEPTION_ENV_VAR, INCEPTION_FILENAME, INCEPTION_SHA256, INCEPTION_URL,
-                                     inception_params_from_state_dict, load_inception, load_inception_params,
-                                     resolve_inception_weights, save_inception_npz, sha256_file)
+                                     inception_extractor, inception_params_from_state_dict, load_inception,
+                                     load_inception_params, resolve_inception_weights, save_inception_npz,
+                                     sha256_file)
 from sde_jax.metrics.evaluate import MIN_FID_SAMPLES, evaluate_samples, metric_name, reference_stats
 
 __all__ = [
@@ -29,7 +30,7 @@ __all__ = [
     "InceptionV3", "FeatureExtractor", "FeatureStats", "extract_features", "load_stats", "save_stats",
     "params_fingerprint", "UnsafePickleError", "load_torch_state_dict",
     "INCEPTION_ENV_VAR", "INCEPTION_FILENAME", "INCEPTION_SHA256", "INCEPTION_URL",
-    "inception_params_from_state_dict", "load_inception", "load_inception_params", "resolve_inception_weights",
-    "save_inception_npz", "sha256_file",
+    "inception_extractor", "inception_params_from_state_dict", "load_inception", "load_inception_params",
+    "resolve_inception_weights", "save_inception_npz", "sha256_file",
     "MIN_FID_SAMPLES", "evaluate_samples", "metric_name", "reference_stats",
 ]

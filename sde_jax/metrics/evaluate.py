@@ -110,7 +110,8 @@ def evaluate_samples(samples, reference, extractor: FeatureExtractor, *, metrics
 
     Returns:
       A JSON-ready dict: ``feature_network``, ``feature_network_sha256``, ``num_samples``,
-      ``num_reference`` (``None`` if unknown), ``metrics`` (name -> record with ``metric``, ``value``,
+      ``num_reference`` (``None`` if unknown), ``metrics`` (name -> record with ``metric`` (one of
+      ``frechet_distance | kernel_distance | inception_score | precision | recall``), ``value``,
       ``num_samples``, and ``std`` / ``num_reference`` / settings as they apply) and ``skipped``
       (metric -> reason).
 
@@ -149,17 +150,17 @@ def evaluate_samples(samples, reference, extractor: FeatureExtractor, *, metrics
     results: dict[str, dict] = {}
     if "fid" in wanted:
         fs = FeatureStats.from_features(feats, extractor, keep_features=False)
-        results[name("fid")] = dict(metric="fid", value=frechet_distance(fs.mu, fs.sigma, ref.mu, ref.sigma),
-                                    num_samples=n, num_reference=m)
+        fd = frechet_distance(fs.mu, fs.sigma, ref.mu, ref.sigma)
+        results[name("fid")] = dict(metric="frechet_distance", value=fd, num_samples=n, num_reference=m)
     if "kid" in wanted and "kid" not in impossible:
         mean, std = kernel_distance(feats, ref.features, num_subsets=kid_subsets, subset_size=kid_subset_size,
                                     seed=seed)
-        results[name("kid")] = dict(metric="kid", value=mean, std=std, num_samples=n,
+        results[name("kid")] = dict(metric="kernel_distance", value=mean, std=std, num_samples=n,
                                     num_reference=int(ref.features.shape[0]), num_subsets=kid_subsets,
                                     subset_size=effective_subset_size(kid_subset_size, n, ref.features.shape[0]))
     if "is" in wanted and "is" not in impossible:
         mean, std = inception_score(out["logits"], splits=is_splits)
-        results[name("is")] = dict(metric="is", value=mean, std=std, num_samples=n, splits=is_splits)
+        results[name("is")] = dict(metric="inception_score", value=mean, std=std, num_samples=n, splits=is_splits)
     if "precision_recall" in wanted and "precision_recall" not in impossible:
         p, r = precision_recall(ref.features, feats, k=pr_k)
         common = dict(num_samples=n, num_reference=int(ref.features.shape[0]), k=pr_k)

@@ -145,6 +145,9 @@ def extract_features(extractor: FeatureExtractor, images, *, batch_size: int = 2
     Raises:
       TypeError: images not uint8. ValueError: wrong shapes, ``batch_size`` not divisible by the number of
       devices, an extractor output that is not ``[B, D]``, no images.
+
+    One process: every image passes through this process's host memory (a multi-host run would extract
+    per host and gather the features; not provided here).
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
@@ -285,7 +288,8 @@ def load_stats(path: str | os.PathLike) -> FeatureStats:
             raise ValueError(f"{path}: not a statistics file (keys {sorted(keys)}; expected 'mu' and 'sigma', "
                              f"or 'feats').")
     d = stats.mu.shape[0] if stats.mu.ndim == 1 else -1
-    if stats.mu.ndim != 1 or stats.sigma.shape != (d, d) or (stats.features is not None and stats.features.shape[1:] != (d,)):
+    feats_ok = stats.features is None or stats.features.shape[1:] == (d,)
+    if stats.mu.ndim != 1 or stats.sigma.shape != (d, d) or not feats_ok:
         raise ValueError(f"{path}: inconsistent shapes mu {stats.mu.shape}, sigma {stats.sigma.shape}"
                          + (f", features {stats.features.shape}" if stats.features is not None else "") + ".")
     return stats

@@ -8,7 +8,6 @@ LAPACK's pivoted Cholesky.)
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import lapack
 
 __all__ = ["frechet_distance", "feature_statistics", "trace_sqrt_product"]
 
@@ -35,6 +34,8 @@ def _factor(name: str, s: np.ndarray) -> np.ndarray:
     factored part) must then vanish up to ``_PSD_TOL * max(diag)``, which is exactly "``s`` is positive
     semi-definite"; otherwise ``ValueError``.
     """
+    from scipy.linalg import lapack      # here, not at import: scipy.linalg costs ~0.5 s to import
+
     d = s.shape[0]
     if d == 0:
         return np.zeros((0, 0))

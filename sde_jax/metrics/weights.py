@@ -43,7 +43,7 @@ from sde_jax.metrics.torch_pickle import load_torch_state_dict
 __all__ = ["INCEPTION_FILENAME", "INCEPTION_URL", "INCEPTION_SHA256", "INCEPTION_ENV_VAR", "INCEPTION_NAME",
            "resolve_inception_weights", "sha256_file", "inception_params_from_state_dict",
            "inception_state_dict_keys", "load_inception_params", "save_inception_npz", "load_inception",
-           "inception_param_shapes"]
+           "inception_param_shapes", "inception_extractor"]
 
 INCEPTION_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{INCEPTION_FILENAME}"
@@ -251,19 +251,38 @@ def _inception_apply(model: InceptionV3, resize: str, variables, images):
     return {"features": out["pool3"], "logits": out["logits_unbiased"], "logits_with_bias": out["logits"]}
 
 
-def load_inception(path: str | os.PathLike | None = None, *, sha256: str | None = INCEPTION_SHA256,
-                   resize: str = "pytorch_fid", precision="highest") -> FeatureExtractor:
-    """The FID Inception as a :class:`~sde_jax.metrics.features.FeatureExtractor`.
+def inception_extractor(variables, *, verified: bool = False, resize: str = "pytorch_fid", precision="highest",
+                        fingerprint: str = "") -> FeatureExtractor:
+    """The FID Inception with the given ``variables`` as a
+    :class:`~sde_jax.metrics.features.FeatureExtractor` (use :func:`load_inception` for the real weights).
 
     Its ``apply_fn(variables, images_uint8)`` returns ``features`` (pool3, ``[B, 2048]``), ``logits``
     (``pool3 @ W``, the Inception Score's input as in Salimans et al.'s code) and ``logits_with_bias``.
+    Named ``inception-2015-12-05`` (results labelled FID/KID/IS) only if ``verified``, else
+    ``inception-unverified``; a non-default ``resize`` (``"tf1"``, see :mod:`sde_jax.metrics.inception`) or
+    ``precision`` is part of the name.
+    """
+    if resize not in RESIZE_METHODS:
+        raise ValueError(f"resize must be one of {RESIZE_METHODS}; got {resize!r}.")
+    name = INCEPTION_NAME if verified else "inception-unverified"
+    if resize != "pytorch_fid":
+        name += f".{resize}-resize"
+    if precision != "highest":
+        name += f".precision-{precision}"
+    apply = functools.partial(_inception_apply, InceptionV3(precision=precision), resize)
+    return FeatureExtractor(name, apply, variables, inception=verified, fingerprint=fingerprint)
+
+
+def load_inception(path: str | os.PathLike | None = None, *, sha256: str | None = INCEPTION_SHA256,
+                   resize: str = "pytorch_fid", precision="highest") -> FeatureExtractor:
+    """The FID Inception, weights from a file checked by sha256 (:func:`load_inception_params`), as a
+    :class:`~sde_jax.metrics.features.FeatureExtractor` (:func:`inception_extractor`).
 
     Args:
       path, sha256: as :func:`load_inception_params`.
       resize: ``"pytorch_fid"`` (default; pytorch-fid's bilinear resize) or ``"tf1"`` (the TF graph's
-        resize formula); see :mod:`sde_jax.metrics.inception`. A non-default resize is part of the name.
-      precision: convolution precision (:class:`~sde_jax.metrics.inception.InceptionV3`); a non-default
-        one is part of the name.
+        resize formula); see :mod:`sde_jax.metrics.inception`.
+      precision: convolution precision (:class:`~sde_jax.metrics.inception.InceptionV3`).
 
     Unless ``sha256`` is the pinned :data:`INCEPTION_SHA256` (e.g. ``None`` or another file's hash, for
     random-weight tests) the extractor is named ``inception-unverified`` and its results are not labelled
@@ -272,12 +291,5 @@ def load_inception(path: str | os.PathLike | None = None, *, sha256: str | None 
     if resize not in RESIZE_METHODS:
         raise ValueError(f"resize must be one of {RESIZE_METHODS}; got {resize!r}.")
     variables, fp = load_inception_params(path, sha256=sha256)
-    # Weights not checked against the pinned hash are not "the" FID Inception: no FID/KID/IS names.
-    verified = sha256 == INCEPTION_SHA256
-    name = INCEPTION_NAME if verified else "inception-unverified"
-    if resize != "pytorch_fid":
-        name += f".{resize}-resize"
-    if precision != "highest":
-        name += f".precision-{precision}"
-    apply = functools.partial(_inception_apply, InceptionV3(precision=precision), resize)
-    return FeatureExtractor(name, apply, variables, inception=verified, fingerprint=fp)
+    return inception_extractor(variables, verified=sha256 == INCEPTION_SHA256, resize=resize, precision=precision,
+                               fingerprint=fp)
