@@ -9,7 +9,7 @@ policies (``LatestN`` or ``EveryNSteps``), orbax's current form of the deprecate
 **Integrity.** orbax verifies only what its storage layers verify (OCDBT/zarr framing; no checksum of array
 data: 64 flipped bytes in an array file restore silently as different numbers). So every checkpoint also
 records, in its orbax step metadata (``custom_metadata["sde_jax"]``), its step, the path, shape and dtype of
-every array and a 64-bit checksum of each array's bytes computed on the device (two sums mod ``2^32`` of the
+every array and a 64-bit checksum of each array's bytes computed on the host (two sums mod ``2^32`` of the
 array's 32-bit words, plain and index-weighted, Fletcher style: any change of one word, and all but a
 ``~2^-32`` fraction of other changes, alter it). A restore is accepted only if orbax reads it, its step and
 checksums match the record and every array is finite (params, EMA and optimizer state alike). An invalid
@@ -141,7 +141,7 @@ def _nonfinite_summary(d: _Digest) -> str:
 
 def nonfinite_summary(tree) -> str:
     """``''`` if every array of ``tree`` is finite, else which top-level fields hold NaN/inf and how many
-    (``'params: 100% of 5,314 values (first: ...)'``). One jitted pass on the device."""
+    (``'params: 100% of 5,314 values (first: ...)'``). Computed on the host (no compilation)."""
     d = _digest(tree)
     return _nonfinite_summary(d) if d.nonfinite.any() else ""
 
