@@ -52,11 +52,12 @@ def test_grids(x64):
 # Convergence orders: the error at eps = 0.05 (denoise=False) against the exact flow map from the same prior
 # points (Tsit5 at rtol = atol = 1e-11, error ~1e-10), on each method's default grid, at step counts in the
 # asymptotic range (measured: below them the slopes are still rising, e.g. DPM-Solver++(2M) 1.42 at 20 -> 40).
+# The default suite measures each slope between two step counts (fewer compiles); the slow test regresses three.
 ORDER_CASES = [
-    ("ddim", {}, 1, [100, 200, 400]),
-    ("edm_heun", {}, 2, [50, 100, 200]),
-    ("dpm_solver++", dict(order=2), 2, [100, 200, 400]),
-    ("dpm_solver++", dict(order=3), 3, [50, 100, 200]),
+    ("ddim", {}, 1, [200, 400]),
+    ("edm_heun", {}, 2, [100, 200]),
+    ("dpm_solver++", dict(order=2), 2, [200, 400]),
+    ("dpm_solver++", dict(order=3), 3, [100, 200]),
 ]
 SLOW_ORDER_CASES = [
     ("dpm_solver++", dict(order=2, multistep=False), 2, [50, 100, 200]),
@@ -108,8 +109,8 @@ def test_ddim_eta_one_is_ddpm_ancestral_step_for_step(x64):
     Eq. 6-7, written here with alpha_bar_i = a(t_i)^2 and eps_theta = -s(t) score), step for step with the same
     noise, to 1e-10."""
     sde = sj.VPSDE()
-    score = MIXTURE.perturbed_score(sde)
-    shape, n, key = (6, 2), 12, jax.random.key(3)
+    score = jax.jit(MIXTURE.perturbed_score(sde))
+    shape, n, key = (6, 2), 6, jax.random.key(3)
     x, _ = sj.sample(key, sde, score, shape, method="ddim", num_steps=n, eta=1.0, denoise=False)
     ts = np.asarray(fixed_grid.sampling_times(sde, n, 1e-3, "uniform"))
     key_prior, key_loop = fixed_grid.prior_and_loop_keys(key)
@@ -141,10 +142,8 @@ def test_edm_stochastic_without_churn_is_heun(x64):
 
 
 @pytest.mark.parametrize("method, kwargs, expected", [
-    ("ddim", dict(num_steps=3), 4), ("ddim", dict(num_steps=3, denoise=False), 3),
-    ("edm_heun", dict(num_steps=3), 7), ("edm_stochastic", dict(num_steps=3, S_churn=1.0), 7),
+    ("ddim", dict(num_steps=3, denoise=False), 3), ("edm_stochastic", dict(num_steps=3, S_churn=1.0), 7),
     ("dpm_solver", dict(num_steps=3, order=3), 10), ("dpm_solver++", dict(num_steps=3, order=3), 4),
-    ("dpm_solver++", dict(num_steps=3, order=2, multistep=False), 7),
 ])
 def test_nfe_counts_actual_score_calls(method, kwargs, expected):
     """Every evaluation of the score (a host callback counts them) is reported, and nothing more."""
@@ -166,7 +165,7 @@ def test_nfe_counts_actual_score_calls(method, kwargs, expected):
 
 def test_new_values_do_not_recompile():
     """New eta, S_churn/S_noise/S_tmin/S_tmax, rho, eps, key and SDE hyper-parameters reuse the compiled program
-    (the score function is traced once per method)."""
+    (the score function is traced once per method; the other samplers share the same driver)."""
     traces = []
     exact = MIXTURE.perturbed_score(sj.VESDE())
 
@@ -176,8 +175,7 @@ def test_new_values_do_not_recompile():
 
     cases = [("ddim", lambda i: dict(eta=0.1 * i, grid="karras", rho=5.0 + i)),
              ("edm_stochastic", lambda i: dict(S_churn=1.0 + i, S_noise=1.0 + 0.01 * i, S_tmin=0.01 * i,
-                                               S_tmax=40.0 + i)),
-             ("dpm_solver++", lambda i: dict(eps=1e-5 * (1 + i)))]
+                                               S_tmax=40.0 + i, eps=1e-5 * (1 + i)))]
     for method, kw in cases:
         for i in range(3):
             sde = sj.VESDE(sigma_max=50.0 + i)
@@ -191,7 +189,7 @@ def test_eight_devices_equal_one_device():
     """A stochastic sampler (DDIM, eta = 0.5) sharded over 8 devices gives the one-device samples (1e-5)."""
     sde = sj.VPSDE()
     score = MIXTURE.perturbed_score(sde)
-    kw = dict(method="ddim", num_steps=10, eta=0.5)
+    kw = dict(method="ddim", num_steps=4, eta=0.5)
     one, _ = sj.sample(jax.random.key(4), sde, score, (64, 2), **kw)
     many, _ = sj.sample(jax.random.key(4), sde, score, (64, 2), mesh=make_data_mesh(8), **kw)
     assert len(many.sharding.device_set) == 8

@@ -15,6 +15,7 @@ denoiser at the last level: our ``denoise=True``. The schedule is ours (Karras, 
 the change of variables ``x^ = x / a(t)``: our samplers never see sigma directly, only ``score_fn(x, t)``.
 """
 import importlib
+import importlib.machinery
 import importlib.util
 import pathlib
 import sys
@@ -143,8 +144,11 @@ def _kdiffusion():
         sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
         sys.modules["torchvision.transforms"].functional = sys.modules["torchvision.transforms.functional"]
     if "k_diffusion.sampling" not in sys.modules:
+        root = str(pathlib.Path(spec.origin).parent)
         package = types.ModuleType("k_diffusion")            # the package without its __init__ (training code)
-        package.__path__ = [str(pathlib.Path(spec.origin).parent)]
+        package.__path__ = [root]
+        package.__spec__ = importlib.machinery.ModuleSpec("k_diffusion", None, is_package=True)
+        package.__spec__.submodule_search_locations = [root]
         sys.modules["k_diffusion"] = package
     return torch, importlib.import_module("k_diffusion.sampling")
 
@@ -177,12 +181,15 @@ class _Noise:
 
 @pytest.mark.parametrize("case", ["euler", "heun", "heun_churn", "dpmpp_2m", "euler_ancestral", "dpm_2",
                                   "dpmpp_2s"])
-def test_against_k_diffusion(x64, case, monkeypatch):
+def test_against_k_diffusion(x64, case, monkeypatch, request):
     """k-diffusion's samplers (float64 torch) equal ours to 1e-10 with the same schedule, start and noise; its
     Karras schedule equals ours to 1e-12."""
     torch, K = _kdiffusion()
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)                                     # get_sigmas_karras' linspace
+    request.addfinalizer(lambda: torch.set_default_dtype(old))
     key, sigmas, x_hat, noise = _setup()
-    ks = K.get_sigmas_karras(NUM_STEPS + 1, sigmas[-2], sigmas[0], rho=7.0).double().numpy()
+    ks = K.get_sigmas_karras(NUM_STEPS + 1, sigmas[-2], sigmas[0], rho=7.0).numpy()
     np.testing.assert_allclose(ks, sigmas, rtol=1e-12)
     model, x = _torch_denoiser(torch), torch.tensor(x_hat, dtype=torch.float64)
     sig = torch.tensor(sigmas, dtype=torch.float64)

@@ -45,7 +45,10 @@ def _step(key, x_hat, model, ts, i, options):
 DDIM = fixed_grid.GridMethod(init=lambda x: x, step=_step, output=lambda x: x, nfe_per_step=1, name="ddim")
 
 
-def ddim_sample(key, sde, score_fn, shape, *, num_steps=50, eta=0.0, grid="uniform", rho=7.0, eps=1e-3,
+DEFAULT_STEPS = 50
+
+
+def ddim_sample(key, sde, score_fn, shape, *, num_steps=None, eta=0.0, grid="uniform", rho=7.0, eps=1e-3,
                 denoise=True, x_init=None, mesh=None, dtype=None):
     """Sample with DDIM (module docstring) on a fixed grid, as one ``lax.scan``.
 
@@ -54,7 +57,8 @@ def ddim_sample(key, sde, score_fn, shape, *, num_steps=50, eta=0.0, grid="unifo
       sde: a VE, VP or sub-VP SDE.
       score_fn: ``score_fn(x, t) -> score`` (``x: [B, ...]``, ``t: [B]``).
       shape: sample shape ``[B, ...]``.
-      num_steps: number of steps (score evaluations, plus one for ``denoise``).
+      num_steps: number of steps (score evaluations, plus one for ``denoise``); default 50 (on an array grid:
+        its length).
       eta: stochasticity in ``[0, 1]`` (0: deterministic DDIM, 1: DDPM's ancestral posterior).
       grid: ``"uniform"`` (in ``t``, DDIM's), ``"karras"``, ``"logsnr"`` or a decreasing array of times from
         ``T`` to ``eps`` (then ``num_steps``/``eps`` come from it).
@@ -73,5 +77,6 @@ def ddim_sample(key, sde, score_fn, shape, *, num_steps=50, eta=0.0, grid="unifo
     eta = C.check_nonnegative("eta", eta)
     if C.is_concrete(eta) and float(eta) > 1.0:
         raise ValueError(f"eta must be in [0, 1]; got {eta!r}.")
-    return fixed_grid.run(DDIM, key, sde, score_fn, shape, num_steps=num_steps, grid=grid, rho=rho, eps=eps,
-                          denoise=denoise, options={"eta": eta}, x_init=x_init, mesh=mesh, dtype=dtype)
+    return fixed_grid.run(DDIM, key, sde, score_fn, shape, num_steps=num_steps, default_steps=DEFAULT_STEPS,
+                          grid=grid, rho=rho, eps=eps, denoise=denoise, options={"eta": eta}, x_init=x_init,
+                          mesh=mesh, dtype=dtype)

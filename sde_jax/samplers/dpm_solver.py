@@ -145,22 +145,23 @@ def dpm_method(order: int, multistep: bool, data: bool) -> fixed_grid.GridMethod
 _METHODS = {(o, m, d): dpm_method(o, m, d) for o in ORDERS for m in (False, True) for d in (False, True)}
 
 
-def _run(data, key, sde, score_fn, shape, *, num_steps, order, multistep, grid, rho, eps, denoise, x_init, mesh,
-         dtype):
+def _run(data, key, sde, score_fn, shape, *, num_steps, default_steps, order, multistep, grid, rho, eps, denoise,
+         x_init, mesh, dtype):
     if order not in ORDERS or isinstance(order, bool):
         raise ValueError(f"order must be one of {list(ORDERS)}; got {order!r}.")
     method = _METHODS[(int(order), bool(multistep), data)]
-    return fixed_grid.run(method, key, sde, score_fn, shape, num_steps=num_steps, grid=grid, rho=rho, eps=eps,
-                          denoise=denoise, options={}, x_init=x_init, mesh=mesh, dtype=dtype)
+    return fixed_grid.run(method, key, sde, score_fn, shape, num_steps=num_steps, default_steps=default_steps,
+                          grid=grid, rho=rho, eps=eps, denoise=denoise, options={}, x_init=x_init, mesh=mesh,
+                          dtype=dtype)
 
 
-def dpm_solver_pp_sample(key, sde, score_fn, shape, *, num_steps=19, order=2, multistep=True, grid="logsnr",
+def dpm_solver_pp_sample(key, sde, score_fn, shape, *, num_steps=None, order=2, multistep=True, grid="logsnr",
                          rho=7.0, eps=1e-3, denoise=True, x_init=None, mesh=None, dtype=None):
     """DPM-Solver++ (data prediction; module docstring), one ``lax.scan``.
 
     Args:
       num_steps: steps on the grid (evaluations: ``num_steps`` multistep, ``order * num_steps`` single-step,
-        plus one for ``denoise``; default 19 + 1 = 20).
+        plus one for ``denoise``; default 19 + 1 = 20; on an array grid: its length).
       order: 1, 2 or 3.
       multistep: multistep (one evaluation per step, warm-up from order 1) or single-step.
       grid: ``"logsnr"`` (uniform in ``lambda``; default), ``"karras"``, ``"uniform"`` or an array of times.
@@ -169,13 +170,15 @@ def dpm_solver_pp_sample(key, sde, score_fn, shape, *, num_steps=19, order=2, mu
     Returns:
       ``(x, nfe)``.
     """
-    return _run(True, key, sde, score_fn, shape, num_steps=num_steps, order=order, multistep=multistep, grid=grid,
-                rho=rho, eps=eps, denoise=denoise, x_init=x_init, mesh=mesh, dtype=dtype)
+    return _run(True, key, sde, score_fn, shape, num_steps=num_steps, default_steps=19, order=order,
+                multistep=multistep, grid=grid, rho=rho, eps=eps, denoise=denoise, x_init=x_init, mesh=mesh,
+                dtype=dtype)
 
 
-def dpm_solver_sample(key, sde, score_fn, shape, *, num_steps=6, order=3, multistep=False, grid="logsnr",
+def dpm_solver_sample(key, sde, score_fn, shape, *, num_steps=None, order=3, multistep=False, grid="logsnr",
                       rho=7.0, eps=1e-3, denoise=True, x_init=None, mesh=None, dtype=None):
     """DPM-Solver (noise prediction; module docstring), one ``lax.scan``; default: DPM-Solver-3, 6 single steps
     (18 + 1 evaluations). Arguments as :func:`dpm_solver_pp_sample`."""
-    return _run(False, key, sde, score_fn, shape, num_steps=num_steps, order=order, multistep=multistep, grid=grid,
-                rho=rho, eps=eps, denoise=denoise, x_init=x_init, mesh=mesh, dtype=dtype)
+    return _run(False, key, sde, score_fn, shape, num_steps=num_steps, default_steps=6, order=order,
+                multistep=multistep, grid=grid, rho=rho, eps=eps, denoise=denoise, x_init=x_init, mesh=mesh,
+                dtype=dtype)

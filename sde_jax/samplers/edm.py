@@ -40,7 +40,9 @@ def _churn(key, x_hat, model, t, num_levels, options):
     inside = (sigma >= options["S_tmin"]) & (sigma <= options["S_tmax"])
     gamma = jnp.where(inside, jnp.minimum(options["S_churn"] / num_levels, math.sqrt(2.0) - 1.0), 0.0)
     sigma_hat = sigma * (1.0 + gamma)
-    noise = options["S_noise"] * jnp.sqrt(sigma_hat**2 - sigma**2) * fixed_grid.step_noise(key, x_hat)
+    # sqrt(sigma_hat^2 - sigma^2) written without the cancellation (which XLA's fused multiply-add can make
+    # slightly negative, i.e. a NaN, at gamma = 0)
+    noise = options["S_noise"] * sigma * jnp.sqrt(gamma * (2.0 + gamma)) * fixed_grid.step_noise(key, x_hat)
     return x_hat + noise, sigma_hat, jnp.where(gamma > 0, model.time(sigma_hat), t)
 
 
@@ -75,7 +77,10 @@ EDM_STOCHASTIC = fixed_grid.GridMethod(init=_identity, step=_stochastic_step, ou
                                        name="edm_stochastic", finish=_stochastic_finish)
 
 
-def edm_heun_sample(key, sde, score_fn, shape, *, num_steps=17, grid="karras", rho=7.0, eps=1e-3, denoise=True,
+DEFAULT_STEPS = 17   # + the final denoising: EDM's 18 levels, 35 evaluations
+
+
+def edm_heun_sample(key, sde, score_fn, shape, *, num_steps=None, grid="karras", rho=7.0, eps=1e-3, denoise=True,
                     x_init=None, mesh=None, dtype=None):
     """EDM's deterministic Heun sampler (Algorithm 1; module docstring), one ``lax.scan``.
 
@@ -88,13 +93,14 @@ def edm_heun_sample(key, sde, score_fn, shape, *, num_steps=17, grid="karras", r
     Returns:
       ``(x, nfe)`` with ``nfe = 2 num_steps + denoise``.
     """
-    return fixed_grid.run(EDM_HEUN, key, sde, score_fn, shape, num_steps=num_steps, grid=grid, rho=rho, eps=eps,
-                          denoise=denoise, options={}, x_init=x_init, mesh=mesh, dtype=dtype)
+    return fixed_grid.run(EDM_HEUN, key, sde, score_fn, shape, num_steps=num_steps, default_steps=DEFAULT_STEPS,
+                          grid=grid, rho=rho, eps=eps, denoise=denoise, options={}, x_init=x_init, mesh=mesh,
+                          dtype=dtype)
 
 
-def edm_stochastic_sample(key, sde, score_fn, shape, *, num_steps=17, S_churn=0.0, S_tmin=0.0, S_tmax=float("inf"),  # noqa: N803
-                          S_noise=1.0, grid="karras", rho=7.0, eps=1e-3, denoise=True, x_init=None, mesh=None,
-                          dtype=None):
+def edm_stochastic_sample(key, sde, score_fn, shape, *, num_steps=None, S_churn=0.0, S_tmin=0.0,  # noqa: N803
+                          S_tmax=float("inf"), S_noise=1.0, grid="karras", rho=7.0, eps=1e-3, denoise=True,
+                          x_init=None, mesh=None, dtype=None):
     """EDM's stochastic sampler (Algorithm 2; module docstring), one ``lax.scan``.
 
     Args:
@@ -108,5 +114,6 @@ def edm_stochastic_sample(key, sde, score_fn, shape, *, num_steps=17, S_churn=0.
     """
     options = {"S_churn": C.check_nonnegative("S_churn", S_churn), "S_tmin": C.check_scalar("S_tmin", S_tmin),
                "S_tmax": C.check_scalar("S_tmax", S_tmax), "S_noise": C.check_nonnegative("S_noise", S_noise)}
-    return fixed_grid.run(EDM_STOCHASTIC, key, sde, score_fn, shape, num_steps=num_steps, grid=grid, rho=rho,
-                          eps=eps, denoise=denoise, options=options, x_init=x_init, mesh=mesh, dtype=dtype)
+    return fixed_grid.run(EDM_STOCHASTIC, key, sde, score_fn, shape, num_steps=num_steps, default_steps=DEFAULT_STEPS,
+                          grid=grid, rho=rho, eps=eps, denoise=denoise, options=options, x_init=x_init, mesh=mesh,
+                          dtype=dtype)

@@ -144,9 +144,11 @@ def _check_grid_array(grid, sde):
     return int(g.shape[0] - 1)
 
 
-def run(method: GridMethod, key, sde, score_fn, shape, *, num_steps, grid, rho, eps, denoise, options: dict,
-        x_init=None, mesh=None, dtype=None):
+def run(method: GridMethod, key, sde, score_fn, shape, *, num_steps, default_steps: int, grid, rho, eps, denoise,
+        options: dict, x_init=None, mesh=None, dtype=None):
     """Check the arguments, run ``method`` on the grid as one jitted ``lax.scan``, and count evaluations.
+
+    ``num_steps=None`` means ``default_steps`` on a named grid, the array's length on an array grid.
 
     Returns:
       ``(x, nfe)``: samples ``[B, ...]`` and ``num_steps * method.nfe_per_step + denoise`` (a Python int).
@@ -157,7 +159,7 @@ def run(method: GridMethod, key, sde, score_fn, shape, *, num_steps, grid, rho, 
     dtype = _jit.default_dtype(dtype)
     if isinstance(grid, str):
         C.lookup(GRIDS, grid, "grid")
-        num_steps = C.check_int("num_steps", num_steps)
+        num_steps = C.check_int("num_steps", default_steps if num_steps is None else num_steps)
         eps = C.check_eps(eps, sde)
         times = None
     else:
