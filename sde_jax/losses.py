@@ -587,3 +587,23 @@ def get_loss_fn(name: str, sde: SDE, **options) -> Callable:
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid names: {sorted(LOSSES)}.")
     return LOSSES[name](sde, **options)
+
+
+# --------------------------------------------------------------------------------------------------
+# Finite-difference score matching and regularised ISM (sde_jax.losses_fd; Pang et al. 2020, Kingma & LeCun
+# 2010): re-exported here, and the time-dependent FD objectives registered as "fd_ism", "fd_ssm", "fd_ssm_vr".
+# --------------------------------------------------------------------------------------------------
+from sde_jax import losses_fd  # noqa: E402
+from sde_jax.losses_fd import (  # noqa: E402
+    fd_energy_dsm_loss,
+    fd_energy_ism_loss,
+    fd_energy_ssm_loss,
+    fd_ism_loss,
+    fd_ssm_loss,
+    get_sde_fd_loss_fn,
+    regularized_ism_loss,
+)
+
+__all__ += ["fd_energy_dsm_loss", "fd_energy_ism_loss", "fd_energy_ssm_loss", "fd_ism_loss", "fd_ssm_loss",
+            "get_sde_fd_loss_fn", "regularized_ism_loss"]
+LOSSES.update({name: functools.partial(get_sde_fd_loss_fn, method=name) for name in losses_fd.FD_SDE_METHODS})

@@ -8,3 +8,4 @@ from sde_jax.models.ncsnpp import NCSNpp
 from sde_jax.models.ncsnv2 import NCSNv2
 from sde_jax.models.registry import (MODELS, count_params, get_model, get_model_score_fn, init_model,
                                      model_names)
+from sde_jax.models.energy import EnergyFn, EnergyMLP, get_energy_fn  # noqa: E402
