@@ -21,3 +21,21 @@ from sde_jax.samplers.ode import ode_sample, tweedie_denoise  # noqa: E402
 
 __all__ += ["LangevinState", "MALAInfo", "MALAState", "annealed_langevin", "mala_init", "mala_step", "run_chain",
             "ula_init", "ula_step", "ode_sample", "tweedie_denoise"]
+from sde_jax.samplers.tempering import (  # noqa: E402
+    ReplicaExchangeInfo,
+    ReplicaExchangeState,
+    geometric_betas,
+    replica_exchange_init,
+    replica_exchange_step,
+)
+from sde_jax.samplers.diagnostics import (  # noqa: E402
+    autocorrelation,
+    burn_in,
+    effective_sample_size,
+    rhat_trace,
+    split_rhat,
+)
+
+__all__ += ["ReplicaExchangeInfo", "ReplicaExchangeState", "geometric_betas", "replica_exchange_init",
+            "replica_exchange_step", "autocorrelation", "burn_in", "effective_sample_size", "rhat_trace",
+            "split_rhat"]
