@@ -43,6 +43,7 @@ __all__ = [
     "get_ddpm_loss_fn",
     "get_ncsn_loss_fn",
     "get_sde_score_matching_loss_fn",
+    "sample_marginal",
     "implicit_score_matching_loss",
     "sliced_score_matching_loss",
     "explicit_score_matching_loss",
@@ -500,6 +501,24 @@ def denoising_score_matching_loss(score_fn, key, batch, *, sigma, reduce_mean=Fa
 _SM_METHODS = ("ism", "ssm", "ssm_vr", "esm")
 
 
+def sample_marginal(sde: SDE, key, batch, *, eps, likelihood_weighting=False):
+    """A sample of the SDE's marginals for the classical objectives on ``p_t``: ``t ~ U(eps, T)``,
+    ``x_t = a(t) x_0 + s(t) z``, and the weight ``lambda(t) = s(t)^2`` (or ``g(t)^2``).
+
+    ``key`` is split in three (time, noise, and a third key returned for the loss's own draws, e.g. projections).
+
+    Returns:
+      ``(t [B], x_t [B, ...], weight [B], key_rest)``.
+    """
+    key_t, key_z, key_rest = jax.random.split(key, 3)
+    t = jax.random.uniform(key_t, (batch.shape[0],), batch.dtype, eps, sde.T)
+    z = jax.random.normal(key_z, batch.shape, batch.dtype)
+    mean, std = sde.marginal_prob(batch, t)
+    xt = mean + batch_broadcast(std, batch) * z
+    weight = sde.sde(jnp.zeros_like(batch), t)[1] ** 2 if likelihood_weighting else std**2
+    return t, xt, weight, key_rest
+
+
 def get_sde_score_matching_loss_fn(sde: SDE, *, method="ssm", likelihood_weighting=False, eps=1e-5,
                                    num_projections=1, projection="gaussian", reduce_mean=False,
                                    target_score_fn=None) -> Callable:
@@ -527,13 +546,7 @@ def get_sde_score_matching_loss_fn(sde: SDE, *, method="ssm", likelihood_weighti
 
     def loss_fn(score_fn, key, batch):
         _check_batch_array(batch)
-        key_t, key_z, key_v = jax.random.split(key, 3)
-        b = batch.shape[0]
-        t = jax.random.uniform(key_t, (b,), batch.dtype, eps, sde.T)
-        z = jax.random.normal(key_z, batch.shape, batch.dtype)
-        mean, std = sde.marginal_prob(batch, t)
-        xt = mean + batch_broadcast(std, batch) * z
-        weight = sde.sde(jnp.zeros_like(batch), t)[1] ** 2 if likelihood_weighting else std**2
+        t, xt, weight, key_v = sample_marginal(sde, key, batch, eps=eps, likelihood_weighting=likelihood_weighting)
         c = 1.0 / _dim(batch) if reduce_mean else 1.0
         aux = {"t_mean": jnp.mean(t)}
         if method == "esm":

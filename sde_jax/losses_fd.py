@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 
 from sde_jax import losses as L
-from sde_jax.sdes import SDE, batch_broadcast, check_score
+from sde_jax.sdes import SDE, check_score
 
 __all__ = [
     "SCHEMES",
@@ -134,11 +134,12 @@ def _check_batch(batch):
                          f"got {getattr(batch, 'shape', type(batch))}.")
 
 
-def _check_log_prob(lp, x):
-    if jnp.shape(lp) != jnp.shape(x)[:1]:
-        raise ValueError(f"log_prob_fn(x) must return one value per example, shape [B] = {jnp.shape(x)[:1]}; "
-                         f"got shape {jnp.shape(lp)}.")
-    return lp
+def _check_fd_args(scheme, fd_eps, x, v=None):
+    _check_scheme(scheme)
+    _check_positive("fd_eps", fd_eps)
+    if v is not None and jnp.shape(v)[1:] != jnp.shape(x):
+        raise ValueError(f"v must have shape [M, *x.shape] = [M, {', '.join(map(str, x.shape))}]; "
+                         f"got {jnp.shape(v)}.")
 
 
 def _dim(x):
@@ -238,8 +239,7 @@ def fd_ism_per_example(score_fn, x, *, fd_eps=0.1, scheme="central", t=None):
     Returns:
       ``(jac_diag [B, D], half_sq_norm [B])`` (``D`` = number of data entries per example).
     """
-    _check_scheme(scheme)
-    _check_positive("fd_eps", fd_eps)
+    _check_fd_args(scheme, fd_eps, x)
     d, b = _dim(x), x.shape[0]
     if scheme == "exact":
         f, extra = _example_fn(score_fn, t)
@@ -287,11 +287,7 @@ def fd_ssm_per_example(score_fn, x, v, *, fd_eps=0.1, scheme="central", t=None):
       ``(vjv [M, B], half_sq_proj [M, B], half_sq_norm [B])`` as :func:`sde_jax.losses.ssm_per_example`:
       ``v^T grad s v``, ``1/2 (v . s)^2``, ``1/2 ||s||^2``.
     """
-    _check_scheme(scheme)
-    _check_positive("fd_eps", fd_eps)
-    if jnp.shape(v)[1:] != jnp.shape(x):
-        raise ValueError(f"v must have shape [M, *x.shape] = [M, {', '.join(map(str, x.shape))}]; "
-                         f"got {jnp.shape(v)}.")
+    _check_fd_args(scheme, fd_eps, x, v)
     if scheme == "exact":
         return L.ssm_per_example(score_fn, x, v, t)
     m = v.shape[0]
@@ -419,8 +415,7 @@ def fd_energy_ism_per_example(log_prob_fn, x, *, fd_eps=0.1, scheme="central", t
     Returns:
       ``(hess_diag [B, D], grad [B, D])``.
     """
-    _check_scheme(scheme)
-    _check_positive("fd_eps", fd_eps)
+    _check_fd_args(scheme, fd_eps, x)
     d = _dim(x)
     if scheme == "exact":
         _, grad, _, extra = _energy_exact_fns(log_prob_fn, t)
@@ -445,11 +440,7 @@ def fd_energy_ssm_per_example(log_prob_fn, x, v, *, fd_eps=0.1, scheme="central"
     Returns:
       ``(d1 [M, B], d2 [M, B])``.
     """
-    _check_scheme(scheme)
-    _check_positive("fd_eps", fd_eps)
-    if jnp.shape(v)[1:] != jnp.shape(x):
-        raise ValueError(f"v must have shape [M, *x.shape] = [M, {', '.join(map(str, x.shape))}]; "
-                         f"got {jnp.shape(v)}.")
+    _check_fd_args(scheme, fd_eps, x, v)
     if scheme == "exact":
         _, _, d1_d2, extra = _energy_exact_fns(log_prob_fn, t)
         per_example = jax.vmap(lambda xi, vi, *ti: d1_d2(xi, vi, *ti)[:2])
@@ -579,8 +570,7 @@ def fd_energy_dsm_loss(log_prob_fn, key, batch, *, sigma, fd_eps=0.1, scheme="ce
 def _energy_first_derivative(log_prob_fn, x, v, fd_eps, scheme):
     """``v . grad f`` only, ``[M, B]``: two evaluations per direction (central), ``M + 1`` (forward) or one
     input gradient (exact). FD-DSM needs no second derivative."""
-    _check_scheme(scheme)
-    _check_positive("fd_eps", fd_eps)
+    _check_fd_args(scheme, fd_eps, x, v)
     if scheme == "exact":
         g = _energy_grad(log_prob_fn, x)
         return _dot(jnp.broadcast_to(g, v.shape), v)
@@ -632,13 +622,7 @@ def get_sde_fd_loss_fn(sde: SDE, *, method="fd_ssm", fd_eps=0.1, scheme="central
 
     def loss_fn(score_fn, key, batch):
         _check_batch(batch)
-        key_t, key_z, key_v = jax.random.split(key, 3)
-        b = batch.shape[0]
-        t = jax.random.uniform(key_t, (b,), batch.dtype, eps, sde.T)
-        z = jax.random.normal(key_z, batch.shape, batch.dtype)
-        mean, std = sde.marginal_prob(batch, t)
-        xt = mean + batch_broadcast(std, batch) * z
-        weight = sde.sde(jnp.zeros_like(batch), t)[1] ** 2 if likelihood_weighting else std**2
+        t, xt, weight, key_v = L.sample_marginal(sde, key, batch, eps=eps, likelihood_weighting=likelihood_weighting)
         c = 1.0 / _dim(batch) if reduce_mean else 1.0
         if method == "fd_ism":
             diag, second = fd_ism_per_example(score_fn, xt, fd_eps=fd_eps, scheme=scheme, t=t)

@@ -76,20 +76,19 @@ def test_mala_samples_an_energy_model(x64):
 
 def test_energy_model_works_with_every_loss():
     """An EnergyMLP (time-conditioned, VP labels) is a score_fn(x, t) for the registered SDE losses (one of
-    each family: DSM, ESM, autodiff ISM, FD-SSM-VR) and its log_prob feeds the FD energy losses: all values
+    each family: DSM, autodiff SSM-VR, FD-SSM-VR) and its log_prob feeds the FD energy losses: all values
     finite; parameter gradients finite for DSM and FD-SSM-VR."""
     sde = sj.VPSDE()
     x = jax.random.normal(jax.random.key(0), (8, 2))
     model = EnergyMLP(hidden=16, num_layers=1)
     params = model.init(jax.random.key(1), x, jnp.ones((8,)))
-    names = ["dsm", "esm", "ism", "fd_ssm_vr"]     # one of each family (DSM, ESM, autodiff ISM/SSM, FD)
+    names = ["dsm", "ssm_vr", "fd_ssm_vr"]         # one of each family: DSM, autodiff SSM, FD
 
     @jax.jit
     def all_losses(params):
         out = {}
         for name in names:
-            kw = {"target_score_fn": lambda y, t: -y} if name == "esm" else {}
-            loss_fn = losses.get_loss_fn(name, sde, **kw)
+            loss_fn = losses.get_loss_fn(name, sde)
             f = lambda p: loss_fn(get_energy_fn(model.apply, p, sde=sde), jax.random.key(2), x)[0]  # noqa: E731
             out[name] = jax.value_and_grad(f)(params) if name in ("dsm", "fd_ssm_vr") else (f(params), {})
         return out
@@ -104,6 +103,7 @@ def test_energy_model_works_with_every_loss():
     assert all(np.isfinite(float(v)) for v in fd)
 
 
+@pytest.mark.slow
 def test_fd_ssm_trains_an_energy_model():
     """300 Adam steps of FD-SSM (central, fd_eps = 0.1, float32) on N(m, P^-1) samples with the library's
     train step: the relative score error E||s - s*||^2 / E||s*||^2 on fresh samples falls below 0.1 (from ~1)."""

@@ -76,31 +76,39 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("scheme,order", [("central", 2.0), ("forward", 1.0)])
+EPS = np.geomspace(1e-3, 1e-1, 5)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_fd_converges_to_autodiff_at_its_order(x64, name, scheme, order):
+def test_fd_converges_to_autodiff_at_its_order(x64, name):
     """RMS over 64 points (3-D, nonlinear model, fixed directions) of the per-example FD objective minus its
     autodiff value ~ C fd_eps^p: fitted slope of log error on log fd_eps over 5 steps in [1e-3, 1e-1] within
     0.15 of p (central 2, forward 1); at fd_eps = 1e-3 the error is below 1e-5 (central) / 1e-2 (forward)
-    times the RMS of the objective."""
+    times the RMS of the objective. (One compiled program per case: the steps are vmapped.)"""
     objective, kind = CASES[name]
     score, energy = _nonlinear(3)
     model = {"score": score, "energy": energy, "timed": _timed_score(3)}[kind]
     x = jax.random.normal(jax.random.key(1), (64, 3))
     key = jax.random.key(3)
-    run = jax.jit(lambda e, s: objective(model, key, x, e, s), static_argnums=1)
-    exact = run(0.1, "exact")
-    eps = np.geomspace(1e-3, 1e-1, 5)
-    err = np.array([float(jnp.sqrt(jnp.mean((run(e, scheme) - exact) ** 2))) for e in eps])
-    slope = np.polyfit(np.log(eps), np.log(err), 1)[0]
-    assert abs(slope - order) < 0.15, (slope, err)
-    scale = float(jnp.sqrt(jnp.mean(exact**2)))
-    assert err[0] < (1e-5 if scheme == "central" else 1e-2) * scale, (err, scale)
+
+    @jax.jit
+    def errors(eps):
+        exact = objective(model, key, x, 0.1, "exact")
+        def rms(s):
+            return jax.vmap(lambda e: jnp.sqrt(jnp.mean((objective(model, key, x, e, s) - exact) ** 2)))(eps)
+
+        return rms("central"), rms("forward"), jnp.sqrt(jnp.mean(exact**2))
+
+    central, forward, scale = (np.asarray(v) for v in errors(jnp.asarray(EPS)))
+    for err, order, tol in ((central, 2.0, 1e-5), (forward, 1.0, 1e-2)):
+        slope = np.polyfit(np.log(EPS), np.log(err), 1)[0]
+        assert abs(slope - order) < 0.15, (order, slope, err)
+        assert err[0] < tol * scale, (order, err, scale)
 
 
 def test_exact_scheme_reproduces_autodiff_losses(x64):
-    """scheme='exact' with the same keys equals sde_jax.losses' ISM, SSM, SSM-VR (score and energy) and the
-    SDE objectives to 1e-12 relative."""
+    """scheme='exact' with the same keys equals sde_jax.losses' ISM, SSM (Gaussian), SSM-VR (Rademacher) for a
+    score and an energy model, and the SDE objectives ISM / SSM / SSM-VR, to 1e-12 relative."""
     score, energy = _nonlinear(3)
     x = jax.random.normal(jax.random.key(1), (32, 3))
     key = jax.random.key(4)
@@ -113,13 +121,12 @@ def test_exact_scheme_reproduces_autodiff_losses(x64):
             (F.fd_energy_ism_loss(energy, key, x, scheme="exact"),
              L.implicit_score_matching_loss(grad_score, key, x)),
         ]
-        for proj in ("gaussian", "rademacher"):
-            for vr in (False, True):
-                kw = dict(num_projections=3, projection=proj, variance_reduction=vr)
-                out.append((F.fd_ssm_loss(score, key, x, scheme="exact", **kw),
-                            L.sliced_score_matching_loss(score, key, x, **kw)))
-                out.append((F.fd_energy_ssm_loss(energy, key, x, scheme="exact", **kw),
-                            L.sliced_score_matching_loss(grad_score, key, x, **kw)))
+        for proj, vr in (("gaussian", False), ("rademacher", True)):
+            kw = dict(num_projections=3, projection=proj, variance_reduction=vr)
+            out.append((F.fd_ssm_loss(score, key, x, scheme="exact", **kw),
+                        L.sliced_score_matching_loss(score, key, x, **kw)))
+            out.append((F.fd_energy_ssm_loss(energy, key, x, scheme="exact", **kw),
+                        L.sliced_score_matching_loss(grad_score, key, x, **kw)))
         sde, timed = sj.VPSDE(), _timed_score()
         for method in ("ism", "ssm", "ssm_vr"):
             kw = dict(num_projections=2, projection="gaussian", eps=1e-3)
@@ -136,8 +143,10 @@ def test_registry_names_build_fd_losses():
     sde = sj.VPSDE()
     score = _timed_score()
     x = jax.random.normal(jax.random.key(0), (16, 2))
-    for name in ("fd_ism", "fd_ssm", "fd_ssm_vr"):
-        loss, aux = L.get_loss_fn(name, sde, fd_eps=0.05, scheme="central")(score, jax.random.key(1), x)
+    names = ("fd_ism", "fd_ssm", "fd_ssm_vr")
+    out = jax.jit(lambda y: [L.get_loss_fn(n, sde, fd_eps=0.05, scheme="central")(score, jax.random.key(1), y)
+                             for n in names])(x)
+    for loss, aux in out:
         assert np.isfinite(float(loss)) and set(aux) == {"loss", "t_mean", "jacobian_term", "norm_term"}
         assert float(loss) == pytest.approx(float(aux["jacobian_term"] + aux["norm_term"]), rel=1e-5)
 
@@ -156,15 +165,18 @@ def _quadratic_energy(theta):
     return lambda x: -0.5 * jnp.einsum("bi,ij,bj->b", x, A, x) + x @ theta[3:]
 
 
-def _newton(loss_fn, n_params, key, x):
-    """Exact minimiser of a loss quadratic in theta: one Newton step from 0."""
+def _newton(loss_fns, n_params, key, x):
+    """Exact minimisers of losses quadratic in theta: one Newton step from 0 each, in one compiled program."""
     @jax.jit
     def step(key, x):
-        f = lambda th: loss_fn(th, key, x)  # noqa: E731
-        th0 = jnp.zeros(n_params, x.dtype)
-        return -jnp.linalg.solve(jax.hessian(f)(th0), jax.grad(f)(th0))
+        def one(loss_fn):
+            f = lambda th: loss_fn(th, key, x)  # noqa: E731
+            th0 = jnp.zeros(n_params, x.dtype)
+            return -jnp.linalg.solve(jax.hessian(f)(th0), jax.grad(f)(th0))
 
-    return np.asarray(step(key, x))
+        return [one(fn) for fn in loss_fns]
+
+    return [np.asarray(v) for v in step(key, x)]
 
 
 SCORE_LOSSES = {
@@ -179,19 +191,20 @@ ENERGY_LOSSES = {
 }
 
 
-@pytest.mark.parametrize("scheme", ["central", "forward"])
 @pytest.mark.parametrize("name", sorted(SCORE_LOSSES))
-def test_fd_score_minimiser_recovers_gaussian_score(x64, name, scheme):
-    """Affine score A x + b on 2^15 samples of N(mu, Sigma): the FD minimiser equals the autodiff one (same
-    draws) to 1e-8 (both differences are exact for a linear field) and (-Sigma^-1, Sigma^-1 mu) within 0.05."""
+def test_fd_score_minimiser_recovers_gaussian_score(x64, name):
+    """Affine score A x + b on 2^15 samples of N(mu, Sigma): the central- and forward-FD minimisers equal the
+    autodiff one (same draws) to 1e-8 (both differences are exact for a linear field) and
+    (-Sigma^-1, Sigma^-1 mu) within 0.05."""
     kx, kl = jax.random.split(jax.random.key(5))
     x = _gaussian_sample(kx, 2**15)
     loss = SCORE_LOSSES[name]
-    fd = _newton(lambda th, k, y: loss(_affine(th), k, y, fd_eps=0.1, scheme=scheme)[0], 6, kl, x)
-    ad = _newton(lambda th, k, y: loss(_affine(th), k, y, scheme="exact")[0], 6, kl, x)
-    np.testing.assert_allclose(fd, ad, atol=1e-8)
-    np.testing.assert_allclose(fd[:4].reshape(2, 2), -P_TRUE, atol=TOL_MC)
-    np.testing.assert_allclose(fd[4:], B_TRUE, atol=TOL_MC)
+    central, forward, ad = _newton([lambda th, k, y, s=s: loss(_affine(th), k, y, fd_eps=0.1, scheme=s)[0]
+                                    for s in ("central", "forward", "exact")], 6, kl, x)
+    for fd in (central, forward):
+        np.testing.assert_allclose(fd, ad, atol=1e-8)
+    np.testing.assert_allclose(central[:4].reshape(2, 2), -P_TRUE, atol=TOL_MC)
+    np.testing.assert_allclose(central[4:], B_TRUE, atol=TOL_MC)
 
 
 @pytest.mark.parametrize("name", sorted(ENERGY_LOSSES))
@@ -201,13 +214,14 @@ def test_fd_energy_minimiser_recovers_gaussian_precision(x64, name):
     kx, kl = jax.random.split(jax.random.key(6))
     x = _gaussian_sample(kx, 2**15)
     loss = ENERGY_LOSSES[name]
-    fd = _newton(lambda th, k, y: loss(_quadratic_energy(th), k, y, fd_eps=0.1, scheme="central")[0], 5, kl, x)
-    ad = _newton(lambda th, k, y: loss(_quadratic_energy(th), k, y, scheme="exact")[0], 5, kl, x)
+    fd, ad = _newton([lambda th, k, y: loss(_quadratic_energy(th), k, y, fd_eps=0.1, scheme="central")[0],
+                      lambda th, k, y: loss(_quadratic_energy(th), k, y, scheme="exact")[0]], 5, kl, x)
     np.testing.assert_allclose(fd, ad, atol=1e-8)
     np.testing.assert_allclose(fd[:3], [P_TRUE[0, 0], P_TRUE[0, 1], P_TRUE[1, 1]], atol=TOL_MC)
     np.testing.assert_allclose(fd[3:], B_TRUE, atol=TOL_MC)
 
 
+@pytest.mark.slow
 def test_fd_energy_dsm_minimiser_is_the_smoothed_score(x64):
     """FD-DSM of a quadratic energy (sigma = 0.5, 4 sphere directions, 2^16 samples): minimiser equals the
     exact-scheme one to 1e-8 and the score of N(mu, Sigma + sigma^2 I) within 0.05 (MC SE ~ 0.01 per entry)."""
@@ -219,7 +233,7 @@ def test_fd_energy_dsm_minimiser_is_the_smoothed_score(x64):
         return lambda th, k, y: F.fd_energy_dsm_loss(_quadratic_energy(th), k, y, sigma=sigma, scheme=scheme,
                                                      num_projections=4)[0]
 
-    fd, ad = _newton(loss("central"), 5, kl, x), _newton(loss("exact"), 5, kl, x)
+    fd, ad = _newton([loss("central"), loss("exact")], 5, kl, x)
     np.testing.assert_allclose(fd, ad, atol=1e-8)
     P_sig = np.linalg.inv(SIGMA + sigma**2 * np.eye(D))
     np.testing.assert_allclose(fd[:3], [P_sig[0, 0], P_sig[0, 1], P_sig[1, 1]], atol=TOL_MC)
@@ -233,17 +247,22 @@ def test_fd_energy_dsm_averages_to_dsm(x64):
     x = jax.random.normal(jax.random.key(1), (128, 3))
     key = jax.random.key(9)
     m, sigma = 4000, 0.4
-    key_z, key_v = jax.random.split(key)
-    z = jax.random.normal(key_z, x.shape)
-    grad = jax.vmap(jax.grad(lambda yi: energy(yi[None])[0]))(x + sigma * z)
-    v = F.sample_directions(key_v, (m,) + x.shape, "gaussian", x.dtype)
-    per_dir = 0.5 * jnp.mean(jnp.sum(v * (grad + z / sigma), -1) ** 2, axis=1)      # [M]
-    dsm, _ = L.denoising_score_matching_loss(lambda y: jax.vmap(jax.grad(lambda yi: energy(yi[None])[0]))(y),
-                                             key_z, x, sigma=sigma)
+    grad_fn = jax.vmap(jax.grad(lambda yi: energy(yi[None])[0]))
+
+    @jax.jit
+    def compute(x):
+        key_z, key_v = jax.random.split(key)
+        z = jax.random.normal(key_z, x.shape)
+        v = F.sample_directions(key_v, (m,) + x.shape, "gaussian", x.dtype)
+        per_dir = 0.5 * jnp.mean(jnp.sum(v * (grad_fn(x + sigma * z) + z / sigma), -1) ** 2, axis=1)      # [M]
+        dsm, _ = L.denoising_score_matching_loss(grad_fn, key_z, x, sigma=sigma)
+        fd_exact, _ = F.fd_energy_dsm_loss(energy, key, x, sigma=sigma, scheme="exact", num_projections=m,
+                                           projection="gaussian")
+        return per_dir, dsm, fd_exact
+
+    per_dir, dsm, fd_exact = compute(x)
     se = float(jnp.std(per_dir)) / np.sqrt(m)
     assert abs(float(jnp.mean(per_dir)) - float(dsm)) < 4.5 * se
-    fd_exact, _ = F.fd_energy_dsm_loss(energy, key, x, sigma=sigma, scheme="exact", num_projections=m,
-                                       projection="gaussian")
     assert float(fd_exact) == pytest.approx(float(jnp.mean(per_dir)), rel=1e-10)
 
 
@@ -260,13 +279,13 @@ def test_regularized_ism_is_ism_plus_curvature_penalty(x64, scheme):
     m = jnp.array([0.3, -0.2])
     f = lambda y: -0.5 * jnp.einsum("bi,ij,bj->b", y - m, P, y - m)  # noqa: E731
     lam = 0.37
-    loss, aux = F.regularized_ism_loss(f, None, x, curvature_weight=lam, scheme=scheme)
+    (loss, aux), (ism, _) = jax.jit(lambda y: (F.regularized_ism_loss(f, None, y, curvature_weight=lam, scheme=scheme),
+                                               F.fd_energy_ism_loss(f, None, y, scheme=scheme)))(x)
     r = x - m
     ism_closed = -jnp.trace(P) + 0.5 * jnp.mean(jnp.einsum("bi,ij,bj->b", r, P @ P, r))
     penalty = lam * jnp.sum(jnp.diagonal(P) ** 2)
     assert float(loss) == pytest.approx(float(ism_closed + penalty), rel=1e-10)
     assert float(aux["curvature_term"]) == pytest.approx(float(penalty), rel=1e-10)
-    ism, _ = F.fd_energy_ism_loss(f, None, x, scheme=scheme)
     assert float(loss - ism) == pytest.approx(float(penalty), rel=1e-9)
 
 
@@ -277,12 +296,10 @@ def test_regularized_ism_minimiser_shrinks_precision(x64):
     s = np.array([0.5, 2.0])
     x = jax.random.normal(jax.random.key(11), (2**15, 2)) * jnp.sqrt(jnp.asarray(s))
     lam = 0.25
-    th = _newton(lambda th, k, y: F.regularized_ism_loss(_quadratic_energy(th), k, y, curvature_weight=lam)[0], 5,
-                 None, x)
+    th, th0 = _newton([lambda th, k, y: F.regularized_ism_loss(_quadratic_energy(th), k, y,
+                                                               curvature_weight=c)[0] for c in (lam, 0.0)], 5, None, x)
     np.testing.assert_allclose(th[[0, 2]], 1.0 / (s + 2 * lam), atol=0.03)
     np.testing.assert_allclose(th[[1, 3, 4]], 0.0, atol=0.03)
-    th0 = _newton(lambda th, k, y: F.regularized_ism_loss(_quadratic_energy(th), k, y, curvature_weight=0.0)[0],
-                  5, None, x)
     np.testing.assert_allclose(th0[[0, 2]], 1.0 / s, atol=0.06)
 
 
@@ -290,14 +307,14 @@ def test_regularized_ism_minimiser_shrinks_precision(x64):
 # float32, compilation, errors
 # --------------------------------------------------------------------------------------------------
 def test_float32_central_fd_close_to_autodiff():
-    """float32, an MLP energy and score at fd_eps = 0.1 (the paper's step): FD-SSM within 2% of autodiff SSM
-    (same directions), FD energy ISM within 2% of autodiff ISM, dtypes stay float32."""
+    """float32, an MLP score network and an MLP energy at fd_eps = 0.1 (the paper's step): FD-SSM within 2% of
+    autodiff SSM (same directions) for both; dtypes stay float32."""
     from sde_jax.models import EnergyMLP, ScoreMLP, get_energy_fn
 
     x = jax.random.normal(jax.random.key(0), (256, 2), jnp.float32)
-    em = EnergyMLP(hidden=32, num_layers=2)
+    em = EnergyMLP(hidden=16, num_layers=1)
     energy = get_energy_fn(em.apply, em.init(jax.random.key(1), x))
-    sm = ScoreMLP(hidden=32, num_layers=2)
+    sm = ScoreMLP(hidden=16, num_layers=1, embed_dim=8)
     sp = sm.init(jax.random.key(2), x, jnp.zeros((256,)))
     score = lambda y: sm.apply(sp, y, jnp.zeros(y.shape[:1], y.dtype))  # noqa: E731
     key = jax.random.key(3)
@@ -305,7 +322,7 @@ def test_float32_central_fd_close_to_autodiff():
     @functools.partial(jax.jit, static_argnums=0)
     def both(scheme):
         return (F.fd_ssm_loss(score, key, x, scheme=scheme)[0],
-                F.fd_energy_ism_loss(energy.log_prob, key, x, scheme=scheme)[0])
+                F.fd_energy_ssm_loss(energy.log_prob, key, x, scheme=scheme)[0])
 
     for fd, ad in zip(both("central"), both("exact")):
         assert fd.dtype == jnp.float32

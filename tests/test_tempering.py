@@ -51,6 +51,7 @@ def test_every_replica_samples_its_tempered_target(x64):
     assert 0.2 < float(jnp.mean(info.swap_rate)) < 1.0
 
 
+@pytest.mark.slow
 def test_recovers_separated_mixture_weights_where_mala_does_not():
     """0.2 N((-5,-5), I) + 0.8 N((5,5), I) from uniform [-8, 8]^2 (the mode weights start near 0.5/0.5):
     replica exchange (R = 8, geometric betas down to 0.01, h_r = 0.5/beta_r, 300 steps, 1000 systems) gives
@@ -75,7 +76,7 @@ def test_swap_bookkeeping_and_state_invariants(x64):
     x0 = jax.random.normal(jax.random.key(4), (3, 5, 1))
     logp = lambda x: -0.5 * jnp.sum(x**2, -1) - jnp.sum(x, -1)  # noqa: E731
     state = replica_exchange_init(x0, logp)
-    new, info = replica_exchange_step(jax.random.key(5), state, logp, jnp.ones(3), 1e-14)
+    new, info = jax.jit(lambda k, s: replica_exchange_step(k, s, logp, jnp.ones(3), 1e-14))(jax.random.key(5), state)
     np.testing.assert_allclose(new.position, x0[jnp.array([1, 2, 0])], atol=1e-6)
     assert bool(jnp.all(info.is_swapped)) and float(jnp.min(info.swap_rate)) == 1.0
     betas = jnp.array([1.0, 0.4, 0.1])
