@@ -296,8 +296,9 @@ def test_regularized_ism_minimiser_shrinks_precision(x64):
     s = np.array([0.5, 2.0])
     x = jax.random.normal(jax.random.key(11), (2**15, 2)) * jnp.sqrt(jnp.asarray(s))
     lam = 0.25
-    th, th0 = _newton([lambda th, k, y: F.regularized_ism_loss(_quadratic_energy(th), k, y,
-                                                               curvature_weight=c)[0] for c in (lam, 0.0)], 5, None, x)
+    th, th0 = _newton([lambda th, k, y, c=c: F.regularized_ism_loss(_quadratic_energy(th), k, y,
+                                                                    curvature_weight=c)[0] for c in (lam, 0.0)],
+                      5, None, x)
     np.testing.assert_allclose(th[[0, 2]], 1.0 / (s + 2 * lam), atol=0.03)
     np.testing.assert_allclose(th[[1, 3, 4]], 0.0, atol=0.03)
     np.testing.assert_allclose(th0[[0, 2]], 1.0 / s, atol=0.06)
