@@ -128,12 +128,6 @@ def _check_count(name, value):
         raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
 
 
-def _check_batch(batch):
-    if not hasattr(batch, "shape") or jnp.ndim(batch) < 2:
-        raise ValueError(f"batch must be an array of shape [B, ...] with at least one data axis; "
-                         f"got {getattr(batch, 'shape', type(batch))}.")
-
-
 def _check_fd_args(scheme, fd_eps, x, v=None):
     _check_scheme(scheme)
     _check_positive("fd_eps", fd_eps)
@@ -319,7 +313,7 @@ def fd_ism_loss(score_fn, key, batch, *, fd_eps=0.1, scheme="central", reduce_me
       ``(loss, {"loss", "trace_term", "norm_term"})``.
     """
     del key
-    _check_batch(batch)
+    L._check_batch_array(batch)
     diag, norm = fd_ism_per_example(score_fn, batch, fd_eps=fd_eps, scheme=scheme)
     c = 1.0 / _dim(batch) if reduce_mean else 1.0
     tr = jnp.sum(diag, axis=-1)
@@ -351,7 +345,7 @@ def fd_ssm_loss(score_fn, key, batch, *, fd_eps=0.1, scheme="central", num_proje
     Returns:
       ``(loss, {"loss", "jacobian_term", "norm_term"})``.
     """
-    _check_batch(batch)
+    L._check_batch_array(batch)
     _check_count("num_projections", num_projections)
     v = sample_directions(key, (num_projections,) + batch.shape, projection, batch.dtype)
     vjv, proj, norm = fd_ssm_per_example(score_fn, batch, v, fd_eps=fd_eps, scheme=scheme)
@@ -469,7 +463,7 @@ def fd_energy_ism_loss(log_prob_fn, key, batch, *, fd_eps=0.1, scheme="central",
       ``(loss, {"loss", "trace_term", "norm_term", "curvature_term"})``.
     """
     del key
-    _check_batch(batch)
+    L._check_batch_array(batch)
     _check_nonnegative("curvature_weight", curvature_weight)
     diag, grad = fd_energy_ism_per_example(log_prob_fn, batch, fd_eps=fd_eps, scheme=scheme)
     c = 1.0 / _dim(batch) if reduce_mean else 1.0
@@ -516,7 +510,7 @@ def fd_energy_ssm_loss(log_prob_fn, key, batch, *, fd_eps=0.1, scheme="central",
     Returns:
       ``(loss, {"loss", "jacobian_term", "norm_term"})``.
     """
-    _check_batch(batch)
+    L._check_batch_array(batch)
     _check_count("num_projections", num_projections)
     v = sample_directions(key, (num_projections,) + batch.shape, projection, batch.dtype)
     d1, d2 = fd_energy_ssm_per_example(log_prob_fn, batch, v, fd_eps=fd_eps, scheme=scheme)
@@ -554,7 +548,7 @@ def fd_energy_dsm_loss(log_prob_fn, key, batch, *, sigma, fd_eps=0.1, scheme="ce
     Returns:
       ``(loss, {"loss"})``.
     """
-    _check_batch(batch)
+    L._check_batch_array(batch)
     _check_positive("sigma", sigma)
     _check_count("num_projections", num_projections)
     key_z, key_v = jax.random.split(key)
@@ -621,7 +615,7 @@ def get_sde_fd_loss_fn(sde: SDE, *, method="fd_ssm", fd_eps=0.1, scheme="central
         raise ValueError(f"eps must be in [0, T) = [0, {sde.T}); got {eps!r}.")
 
     def loss_fn(score_fn, key, batch):
-        _check_batch(batch)
+        L._check_batch_array(batch)
         t, xt, weight, key_v = L.sample_marginal(sde, key, batch, eps=eps, likelihood_weighting=likelihood_weighting)
         c = 1.0 / _dim(batch) if reduce_mean else 1.0
         if method == "fd_ism":
