@@ -33,6 +33,8 @@ SUITES = {
         compile_steps=[100, 10000], compile_trials=2, compile_batch=256,
         compile_entry_points=["pc_sample", "ode_sample_euler", "ula", "ula_trajectory", "make_train_fn"],
         extra_batches=[1, 8], extra_steps=10,
+        loss_batches=[256], loss_pairs=["ssm", "ssm_vr", "ism", "energy_ssm", "energy_ssm_vr", "energy_ism",
+                                         "energy_dsm"],
     ),
     "full": dict(
         network="mlp", repeats=7, min_repeats=3, max_spread=0.1, retries=1, budget_s=20.0,
@@ -54,10 +56,15 @@ SUITES = {
         models=dict(config="small/ncsnpp", batch_sizes=[1, 8]),
         extra_batches=[1, 8, 32], extra_steps=100,
         metrics=dict(network="inception", batches=[200], num_batches=2),
+        loss_batches=[64, 256, 1024], loss_pairs=["ssm", "ssm_vr", "ism", "energy_ssm", "energy_ssm_vr",
+                                                  "energy_ism", "energy_dsm"],
+        loss_image=dict(config="small/ncsnpp"), loss_image_batches=[8], loss_image_pairs=["ssm", "ssm_vr"],
     ),
 }
 """Suite name -> parameters. ``network``: the default network spec; ``repeats``/``min_repeats``/``budget_s``:
 timed calls per program (fewer for long cases, never below ``min_repeats``); ``max_spread``/``retries``:
 the stability gate. Other keys are read by the case runners (``cases``, ``train_cases``, ``compile_cases``,
-``metrics_cases``: ``metrics`` = feature network, batch sizes and batches per call of extract_features);
+``metrics_cases``: ``metrics`` = feature network, batch sizes and batches per call of extract_features;
+``loss_cases``: ``loss_pairs``/``loss_batches`` for the MLP, ``loss_image`` with ``loss_image_pairs``/
+``loss_image_batches`` for an image network);
 ``extra_*`` size the sampling cases of networks given with ``--network``."""

@@ -46,6 +46,7 @@ __all__ = [
     "get_ddpm_loss_fn",
     "get_ncsn_loss_fn",
     "get_sde_score_matching_loss_fn",
+    "sample_marginal",
     "implicit_score_matching_loss",
     "sliced_score_matching_loss",
     "explicit_score_matching_loss",
@@ -74,7 +75,7 @@ def reduce_per_example(v, reduce_mean: bool):
 
 def _check_batch_array(batch):
     if not hasattr(batch, "shape"):
-        raise ValueError(f"batch must be an array of shape [B, ...] with at least one data axis; got {type(batch)}.")
+        raise ValueError(f"batch must have shape [B, ...] with a batch axis and at least one data axis; got {type(batch)}.")
     C.check_data("batch", batch)
 
 
@@ -461,6 +462,24 @@ def denoising_score_matching_loss(score_fn, key, batch, *, sigma, reduce_mean=Fa
 _SM_METHODS = ("ism", "ssm", "ssm_vr", "esm")
 
 
+def sample_marginal(sde: SDE, key, batch, *, eps, likelihood_weighting=False):
+    """A sample of the SDE's marginals for the classical objectives on ``p_t``: ``t ~ U(eps, T)``,
+    ``x_t = a(t) x_0 + s(t) z``, and the weight ``lambda(t) = s(t)^2`` (or ``g(t)^2``).
+
+    ``key`` is split in three (time, noise, and a third key returned for the loss's own draws, e.g. projections).
+
+    Returns:
+      ``(t [B], x_t [B, ...], weight [B], key_rest)``.
+    """
+    key_t, key_z, key_rest = jax.random.split(key, 3)
+    t = jax.random.uniform(key_t, (batch.shape[0],), batch.dtype, eps, sde.T)
+    z = jax.random.normal(key_z, batch.shape, batch.dtype)
+    mean, std = sde.marginal_prob(batch, t)
+    xt = mean + batch_broadcast(std, batch) * z
+    weight = sde.diffusion_coeff(t) ** 2 if likelihood_weighting else std**2
+    return t, xt, weight, key_rest
+
+
 def get_sde_score_matching_loss_fn(sde: SDE, *, method="ssm", likelihood_weighting=False, eps=1e-5,
                                    num_projections=1, projection="gaussian", reduce_mean=False,
                                    target_score_fn=None) -> Callable:
@@ -487,13 +506,7 @@ def get_sde_score_matching_loss_fn(sde: SDE, *, method="ssm", likelihood_weighti
 
     def loss_fn(score_fn, key, batch):
         _check_batch_array(batch)
-        key_t, key_z, key_v = jax.random.split(key, 3)
-        b = batch.shape[0]
-        t = jax.random.uniform(key_t, (b,), batch.dtype, eps, sde.T)
-        z = jax.random.normal(key_z, batch.shape, batch.dtype)
-        mean, std = sde.marginal_prob(batch, t)
-        xt = mean + batch_broadcast(std, batch) * z
-        weight = sde.diffusion_coeff(t) ** 2 if likelihood_weighting else std**2
+        t, xt, weight, key_v = sample_marginal(sde, key, batch, eps=eps, likelihood_weighting=likelihood_weighting)
         c = 1.0 / _dim(batch) if reduce_mean else 1.0
         aux = {"t_mean": jnp.mean(t)}
         if method == "esm":
@@ -613,3 +626,23 @@ the ``"edm"`` parameterisation) when built by :func:`sde_jax.training.build`."""
 def get_loss_fn(name: str, sde: SDE, **options) -> Callable:
     """Look up ``name`` in :data:`LOSSES` and build the loss for ``sde``; unknown names list the valid ones."""
     return C.lookup(LOSSES, name, "loss")(sde, **options)
+
+
+# --------------------------------------------------------------------------------------------------
+# Finite-difference score matching and regularised ISM (sde_jax.losses_fd; Pang et al. 2020, Kingma & LeCun
+# 2010): re-exported here, and the time-dependent FD objectives registered as "fd_ism", "fd_ssm", "fd_ssm_vr".
+# --------------------------------------------------------------------------------------------------
+from sde_jax import losses_fd  # noqa: E402
+from sde_jax.losses_fd import (  # noqa: E402
+    fd_energy_dsm_loss,
+    fd_energy_ism_loss,
+    fd_energy_ssm_loss,
+    fd_ism_loss,
+    fd_ssm_loss,
+    get_sde_fd_loss_fn,
+    regularized_ism_loss,
+)
+
+__all__ += ["fd_energy_dsm_loss", "fd_energy_ism_loss", "fd_energy_ssm_loss", "fd_ism_loss", "fd_ssm_loss",
+            "get_sde_fd_loss_fn", "regularized_ism_loss"]
+LOSSES.update({name: functools.partial(get_sde_fd_loss_fn, method=name) for name in losses_fd.FD_SDE_METHODS})

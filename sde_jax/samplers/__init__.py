@@ -17,8 +17,15 @@ from sde_jax.samplers.dpm_solver import dpm_solver_pp_sample, dpm_solver_sample
 from sde_jax.samplers.adaptive_sde import adaptive_sde_sample
 from sde_jax.samplers.api import SAMPLERS, sample, sampler_options
 
+from sde_jax.samplers.tempering import (ReplicaExchangeInfo, ReplicaExchangeState, geometric_betas,
+                                        replica_exchange_init, replica_exchange_step)
+from sde_jax.samplers.diagnostics import autocorrelation, burn_in, effective_sample_size, rhat_trace, split_rhat
+
 __all__ = ["CORRECTORS", "Corrector", "PREDICTORS", "Predictor", "get_corrector", "get_predictor", "pc_sample",
            "time_grid", "langevin_update", "LangevinState", "MALAInfo", "MALAState", "annealed_langevin",
            "mala_init", "mala_step", "run_chain", "ula_init", "ula_step", "ode_sample", "tweedie_denoise",
            "GRIDS", "sampling_times", "ddim_sample", "edm_heun_sample", "edm_stochastic_sample", "dpm_solver_sample",
-           "dpm_solver_pp_sample", "adaptive_sde_sample", "SAMPLERS", "sample", "sampler_options"]
+           "dpm_solver_pp_sample", "adaptive_sde_sample", "SAMPLERS", "sample", "sampler_options",
+           "ReplicaExchangeInfo", "ReplicaExchangeState", "geometric_betas", "replica_exchange_init",
+           "replica_exchange_step", "autocorrelation", "burn_in", "effective_sample_size", "rhat_trace",
+           "split_rhat"]
