@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.experimental import io_callback
 
 import sde_jax as sj
 from sde_jax.flow import STATUS_MAX_STEPS, STATUS_OK, FlowWarning
@@ -23,12 +22,15 @@ def test_nfe_counts_actual_score_calls():
     sde = sj.VPSDE()
     exact = MIXTURE.perturbed_score(sde)
 
-    def bump(_):
+    def bump(x):
         calls.append(1)
-        return np.int32(0)
+        return np.zeros((), x.dtype)
 
     def counted(x, t):
-        return exact(x, t) + 0 * io_callback(bump, jax.ShapeDtypeStruct((), jnp.int32), x, ordered=False)
+        # pure_callback (no effects: allowed in the per-example while_loop under vmap), one call per evaluation;
+        # a float result, so that XLA cannot fold ``0 * result`` away (it may for integers)
+        return exact(x, t) + 0 * jax.pure_callback(bump, jax.ShapeDtypeStruct((), x.dtype), x,
+                                                   vmap_method="sequential")
 
     x, nfe, info = adaptive_sde_sample(jax.random.key(0), sde, counted, (1, 2), return_info=True)
     jax.block_until_ready(x)

@@ -109,7 +109,7 @@ def test_ddim_eta_one_is_ddpm_ancestral_step_for_step(x64):
     Eq. 6-7, written here with alpha_bar_i = a(t_i)^2 and eps_theta = -s(t) score), step for step with the same
     noise, to 1e-10."""
     sde = sj.VPSDE()
-    score = jax.jit(MIXTURE.perturbed_score(sde))
+    score = MIXTURE.perturbed_score(sde)
     shape, n, key = (6, 2), 6, jax.random.key(3)
     x, _ = sj.sample(key, sde, score, shape, method="ddim", num_steps=n, eta=1.0, denoise=False)
     ts = np.asarray(fixed_grid.sampling_times(sde, n, 1e-3, "uniform"))

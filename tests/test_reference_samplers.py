@@ -33,7 +33,9 @@ from sampler_targets import MIXTURE
 
 SDE = sj.VPSDE()
 SHAPE, NUM_STEPS, EPS = (6, 2), 9, 1e-3
-MEANS, VARS, WEIGHTS = np.asarray(MIXTURE.means), np.asarray(MIXTURE.stds) ** 2, np.asarray(MIXTURE.weights)
+# The mixture in float64 (its float32 parameters, exactly): every side computes in float64 from the same values.
+MIXTURE64 = jax.tree.map(lambda a: np.asarray(a, np.float64), MIXTURE)
+MEANS, VARS, WEIGHTS = MIXTURE64.means, MIXTURE64.stds**2, MIXTURE64.weights
 
 
 def _denoiser_np(x, sigma):
@@ -60,7 +62,7 @@ def _setup(x64_key=0):
 
 
 def _ours(key, method, **kw):
-    x, _ = sj.sample(key, SDE, MIXTURE.perturbed_score(SDE), SHAPE, method=method, num_steps=NUM_STEPS, eps=EPS,
+    x, _ = sj.sample(key, SDE, MIXTURE64.perturbed_score(SDE), SHAPE, method=method, num_steps=NUM_STEPS, eps=EPS,
                      grid="karras", **kw)
     return np.asarray(x)
 
