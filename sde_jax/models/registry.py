@@ -43,7 +43,7 @@ __all__ = ["MODELS", "register_model", "get_model", "init_model", "count_params"
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 # Fields of config.model that are not network constructor arguments.
-_RESERVED = ("name", "parameterization")
+_RESERVED = ("name", "parameterization", "sigma_data")
 
 
 def _dtype(m) -> Any:
@@ -64,8 +64,8 @@ def _common(config) -> dict:
 
 
 def _build_mlp(config) -> nn.Module:
-    """:class:`ScoreMLP` from ``config.model``: every field but ``name``/``parameterization`` must be one of its
-    attributes."""
+    """:class:`ScoreMLP` from ``config.model``: every field but ``name``/``parameterization``/``sigma_data`` must be
+    one of its attributes."""
     allowed = {f.name for f in dataclasses.fields(ScoreMLP) if f.init and f.name not in ("parent", "name")}
     kwargs = {}
     for k, v in config.model.items():
