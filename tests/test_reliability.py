@@ -466,6 +466,7 @@ def test_batch_mean_is_exact_to_float_rounding_and_independent_of_sharding(x64):
     assert float(jax.jit(batch_mean)(sharded)) == float(mean)
 
 
+@pytest.mark.slow   # ~25 s of compiles; test_batch_mean_... pins the sharding independence in the default suite
 def test_pc_sampler_with_a_network_score_is_bitwise_the_same_on_8_devices_and_1():
     """The default (batch-mean) Langevin step with a network score: 1,024 samples, 20 steps, on 8 devices
     equal 1 device bitwise. Precondition checked first: this MLP gives bitwise the same rows for 128 and 1,024
