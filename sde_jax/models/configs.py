@@ -217,6 +217,30 @@ def _vp_ddpm_256(dataset: str, category: str | None):
     return make
 
 
+# --- noise-conditional classifiers (classifier guidance; Song et al. 2021, App. I.1) ----------------------------
+def _classifier(blocks_per_group: int = 4, channel_multiplier: int = 10):
+    """The paper's CIFAR-10 class-conditional experiment: a WRN-28-10 classifier on VE-noised data (its score
+    model is ``ve/cifar10_ncsnpp_continuous``), conditioned on ``sigma(t)``, trained with cross-entropy."""
+    c = _base(**_CIFAR, sde="vesde", continuous=True)
+    c.training.loss = "classifier"
+    c.training.eps = 1e-5
+    m = c.model
+    for k in ("dropout", "embedding_type", "parameterization"):
+        del m[k]
+    m.name = "wideresnet"
+    m.num_classes = 10
+    m.blocks_per_group = blocks_per_group
+    m.channel_multiplier = channel_multiplier
+    m.embedding_size = 128
+    m.fourier_scale = 16.0
+    m.embedding_width = 512
+    return c
+
+
+def _small_classifier():
+    return _classifier(blocks_per_group=1, channel_multiplier=2)
+
+
 # --- CPU-sized --------------------------------------------------------------------------------------------
 def _small(c):
     m = c.model
@@ -273,10 +297,12 @@ CONFIGS: dict[str, Callable[[], ml_collections.ConfigDict]] = {
     "subvp/cifar10_ddpmpp_deep_continuous": _ddpmpp("subvpsde", True, 8),
     "subvp/cifar10_ncsnpp_continuous": _vp_ncsnpp("subvpsde", 4),
     "subvp/cifar10_ncsnpp_deep_continuous": _vp_ncsnpp("subvpsde", 8),
+    "classifier/cifar10_wideresnet": _classifier,
     "small/ncsnpp": _small_ncsnpp,
     "small/ddpmpp": _small_ddpmpp,
     "small/ddpm": _small_ddpm,
     "small/ncsnv2": _small_ncsnv2,
+    "small/classifier": _small_classifier,
 }
 
 
