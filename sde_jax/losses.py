@@ -519,7 +519,7 @@ def get_sde_score_matching_loss_fn(sde: SDE, *, method="ssm", likelihood_weighti
 # Noise-conditional classifier (Song et al. 2021, App. I.1)
 # --------------------------------------------------------------------------------------------------
 def get_classifier_loss_fn(sde: SDE, *, eps=1e-5) -> Callable:
-    """Cross-entropy of a noise-conditional classifier on data noised by the SDE's kernel.
+    r"""Cross-entropy of a noise-conditional classifier on data noised by the SDE's kernel.
 
     .. math::  \mathcal L = E_{t \sim U(\epsilon, T)} E_{(x_0, y)} E_z
         \big[-\log \mathrm{softmax}(c_\phi(a(t) x_0 + s(t) z, t))_y\big],

@@ -1,4 +1,4 @@
-"""Sequential Monte Carlo over the reverse process: asymptotically exact sampling of ``p(x | y)`` for a linear
+r"""Sequential Monte Carlo over the reverse process: asymptotically exact sampling of ``p(x | y)`` for a linear
 measurement ``y`` (inpainting, colourisation, ``y = A x + noise``).
 
 A twisted particle filter over the PC grid (Wu, Trippe, Naesseth, Blei, Cunningham 2023, "Practical and
