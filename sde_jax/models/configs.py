@@ -297,13 +297,18 @@ CONFIGS: dict[str, Callable[[], ml_collections.ConfigDict]] = {
     "subvp/cifar10_ddpmpp_deep_continuous": _ddpmpp("subvpsde", True, 8),
     "subvp/cifar10_ncsnpp_continuous": _vp_ncsnpp("subvpsde", 4),
     "subvp/cifar10_ncsnpp_deep_continuous": _vp_ncsnpp("subvpsde", 8),
-    "classifier/cifar10_wideresnet": _classifier,
     "small/ncsnpp": _small_ncsnpp,
     "small/ddpmpp": _small_ddpmpp,
     "small/ddpm": _small_ddpm,
     "small/ncsnv2": _small_ncsnv2,
+}
+
+CLASSIFIER_CONFIGS: dict[str, Callable[[], ml_collections.ConfigDict]] = {
+    "classifier/cifar10_wideresnet": _classifier,
     "small/classifier": _small_classifier,
 }
+"""Noise-conditional classifier configs (``training.loss = 'classifier'``), kept apart from the score-network
+:data:`CONFIGS` (which :func:`config_names` lists); :func:`get_config` finds both."""
 
 
 def config_names(prefix: str = "") -> list[str]:
@@ -313,4 +318,4 @@ def config_names(prefix: str = "") -> list[str]:
 
 def get_config(name: str) -> ml_collections.ConfigDict:
     """A fresh copy of the named config; raises ``ValueError`` listing the valid names."""
-    return C.lookup(CONFIGS, name, "model config")()
+    return C.lookup({**CONFIGS, **CLASSIFIER_CONFIGS}, name, "model config")()
