@@ -21,12 +21,17 @@ from benchmarks.networks import Network, forward_limit, logdensity_from, value_g
 from benchmarks.timing import aot_compile
 
 __all__ = ["FixedTimeScore", "NoiseConditionalScore", "NetworkLogDensity", "Program", "pc_program", "ode_program",
-           "ula_program", "mala_program", "ald_program", "sampling_case", "run_sampling", "likelihood_case",
-           "run_likelihood", "PC_PAIRS"]
+           "ula_program", "mala_program", "ald_program", "fast_program", "sampling_case", "run_sampling",
+           "likelihood_case", "run_likelihood", "PC_PAIRS", "FAST_SAMPLERS"]
 
 PC_PAIRS = [(p, c) for p in ("euler_maruyama", "reverse_diffusion", "ancestral", "none")
             for c in ("langevin", "ald", "none") if (p, c) != ("none", "none")]
 """Every predictor/corrector pair the PC sampler accepts (both 'none' is an error)."""
+
+FAST_SAMPLERS = [("ddim", 20, {}), ("ddim", 20, {"eta": 1.0}), ("edm_heun", 10, {}),
+                 ("edm_stochastic", 10, {"S_churn": 10.0}), ("dpm_solver++", 20, {}),
+                 ("dpm_solver++", 20, {"order": 3}), ("dpm_solver", 6, {}), ("adaptive_sde", None, {})]
+"""The fast samplers of :func:`sde_jax.sample` timed by the quick suite: (method, num_steps, options)."""
 
 ULA_STEP_SIZE = 1e-3
 MALA_STEP_SIZE = 1e-3
@@ -172,6 +177,22 @@ def ald_program(net: Network, batch: int, num_levels: int, n_each: int):
                    samples=batch, offsets=sigmas)
 
 
+def fast_program(net: Network, batch: int, method: str, num_steps, options: dict):
+    """A fast sampler through :func:`sde_jax.sample`. Fixed-grid samplers evaluate the network at one time per
+    evaluation (broadcast to the batch); the adaptive SDE solver per example (a batch of times)."""
+    sde = net.make_sde(1000)
+    score_fn = net.make_score_fn(sde, net.params)
+    shape = (batch,) + net.data_shape
+    adaptive = method == "adaptive_sde"
+
+    def fn(key, score_fn):
+        x, nfe = sj.sample(key, sde, score_fn, shape, method=method, num_steps=num_steps, **options)
+        return x, jnp.asarray(nfe)
+
+    return Program(fn=fn, args=(jax.random.key(1), score_fn), nfe=None, layout=lambda n: (n, 1),
+                   labels=net.labels(sde, batch) if adaptive else net.labels(sde, 1)[0], samples=batch)
+
+
 # --------------------------------------------------------------------------------------------------
 # Measurement.
 
@@ -257,6 +278,16 @@ def run_sampling(ctx: Context, net: Network, p: dict) -> None:
                                   prog=ode_program(net, batch, solver, steps, tol), batch=batch, num_steps=steps,
                                   config=dict(solver=solver, rtol=None if steps else tol, atol=None if steps else tol,
                                               adaptive=steps is None)),
+                    network=net, batch=batch, num_steps=steps)
+
+    for method, steps, options in p.get("fast", []):
+        for batch in p.get("fast_batches", []):
+            opts = "".join(f"/{k}{v:g}" for k, v in sorted(options.items()))
+            cid = f"sampling/{net.name}/{method}{opts}/b{batch}" + (f"/n{steps}" if steps else "")
+            guarded(ctx, cid, "sampling", "sample", lambda method=method, steps=steps, options=options, batch=batch,
+                    cid=cid: sampling_case(ctx, net, case_id=cid, entry_point=f"sample(method={method!r})",
+                                           prog=fast_program(net, batch, method, steps, options), batch=batch,
+                                           num_steps=steps, config=dict(method=method, **options)),
                     network=net, batch=batch, num_steps=steps)
 
     if net.kind != "mlp":

@@ -139,13 +139,29 @@ def _metrics_rows(rs):
     return rows
 
 
+def _loss_rows(rs):
+    head = ("| case | batch | FD step min ms | autodiff step min ms | speedup (min) | speedup (median) | "
+            "fwd+bwd limit ms | ratio | compile s (FD / autodiff) | status |")
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rs:
+        t, lim, ex = r.get("timing") or {}, r.get("limit") or {}, r.get("extra") or {}
+        ad = ex.get("autodiff_timing") or {}
+        rows.append(f"| {r['id']} | {_f(r['batch'], '{}')} | {_ms(t.get('min_s'))} | {_ms(ad.get('min_s'))} | "
+                    f"{_f(ex.get('speedup'), '{:.2f}')} | {_f(ex.get('speedup_median'), '{:.2f}')} | "
+                    f"{_ms(lim.get('min_s'))} | {_f(r['ratio'])} | {_f(t.get('compile_s'), '{:.1f}')} / "
+                    f"{_f(ad.get('compile_s'), '{:.1f}')} | {_status(r)} |")
+    return rows
+
+
 _GROUPS = [("sampling", "Sampling (ratio = limit time / sampler time, same NFE, batch and dtype)", _sampling_rows),
            ("training", "Training (ratio = bare forward+backward time / train-step time)", _training_rows),
            ("likelihood", "Likelihood", _likelihood_rows),
            ("compile", "Compile time and peak memory against the number of steps", _compile_rows),
            ("models", "Image score networks (benchmarks.models_bench)", _models_rows),
            ("metrics", "Feature extraction for FID/KID/IS (ratio = bare feature network / extract_features)",
-            _metrics_rows)]
+            _metrics_rows),
+           ("losses", "Losses: finite-difference vs autodiff train step (speedup = autodiff time / FD time)",
+            _loss_rows)]
 
 
 def markdown(doc: dict) -> str:

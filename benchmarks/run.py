@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
 
     import jax
 
-    from benchmarks import cases, compile_cases, metrics_cases, train_cases
+    from benchmarks import cases, compile_cases, loss_cases, metrics_cases, train_cases
     from benchmarks.common import Context, guarded, record
     from benchmarks.networks import build_network
     from benchmarks.report import check_targets, markdown
@@ -93,6 +93,7 @@ def main(argv=None) -> dict:
     cases.run_sampling(ctx, net, p)
     cases.run_likelihood(ctx, net, p)
     train_cases.run_training(ctx, net, p)
+    loss_cases.run_losses(ctx, net, p)
     compile_cases.run_compile(ctx, net, p)
     metrics_cases.run_metrics(ctx, p)
 
@@ -112,6 +113,15 @@ def main(argv=None) -> dict:
             continue
         ctx.log(f"network {spec}: {extra.description}, {extra.num_params:,} parameters")
         cases.run_sampling(ctx, extra, extra_p)
+
+    if p.get("loss_image") and not args.no_models:   # FD vs autodiff losses on a small image network
+        spec = p["loss_image"]
+        try:
+            image_net = build_network(f"config:{spec['config']}", overrides=spec.get("overrides", ()))
+            loss_cases.run_losses(ctx, image_net, p)
+        except Exception as e:  # noqa: BLE001 (recorded; the run goes on)
+            ctx.add(record(ctx, id=f"losses/{spec['config']}/build", group="losses", entry_point="build_network",
+                           status="error", note=f"{type(e).__name__}: {e}"[:500]))
 
     if p.get("models") and not args.no_models:
         spec = p["models"]

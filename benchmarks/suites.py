@@ -3,7 +3,7 @@
 4096, steps 10 to 10,000, plus the image-model benchmark)."""
 from __future__ import annotations
 
-from benchmarks.cases import PC_PAIRS
+from benchmarks.cases import FAST_SAMPLERS, PC_PAIRS
 
 __all__ = ["SUITES"]
 
@@ -11,6 +11,7 @@ SUITES = {
     "smoke": dict(
         network="mlp-tiny", repeats=1, min_repeats=1, max_spread=float("inf"), retries=0, budget_s=0.0,
         pc_batches=[8], pc_batch_steps=4,
+        fast=[("dpm_solver++", 4, {})], fast_batches=[8],
         ula_batches=[8], ula_batch_steps=10,
         train_batches=[8], train_k=[2],
         compile_steps=[10, 100], compile_trials=1, compile_batch=8, compile_entry_points=["ula"],
@@ -22,6 +23,7 @@ SUITES = {
         pc_batches=[1, 16, 256, 1024], pc_batch_steps=20,
         pc_steps=[10, 100], pc_steps_batch=256,
         ode=[("euler", 20), ("heun", 20), ("tsit5", None)], ode_batches=[256], ode_tol=1e-3,
+        fast=FAST_SAMPLERS, fast_batches=[256],
         ula_batches=[1, 256, 1024], ula_batch_steps=100,
         mala_batches=[256], mala_steps=100,
         ald_batches=[256], ald=(10, 5),
@@ -31,6 +33,8 @@ SUITES = {
         compile_steps=[100, 10000], compile_trials=2, compile_batch=256,
         compile_entry_points=["pc_sample", "ode_sample_euler", "ula", "ula_trajectory", "make_train_fn"],
         extra_batches=[1, 8], extra_steps=10,
+        loss_batches=[256], loss_pairs=["ssm", "ssm_vr", "ism", "energy_ssm", "energy_ssm_vr", "energy_ism",
+                                         "energy_dsm"],
     ),
     "full": dict(
         network="mlp", repeats=7, min_repeats=3, max_spread=0.1, retries=1, budget_s=20.0,
@@ -40,6 +44,7 @@ SUITES = {
         pc_none_batches=[1, 256, 4096],
         ode=[("euler", 100), ("heun", 100), ("tsit5", None), ("dopri5", None)], ode_batches=[1, 256, 4096],
         ode_tol=1e-5,
+        fast=FAST_SAMPLERS, fast_batches=[1, 256, 4096],
         ula_batches=[1, 4, 16, 64, 256, 1024, 4096], ula_batch_steps=1000,
         ula_steps=[10, 100, 1000, 10000], ula_steps_batch=256,
         mala_batches=[1, 256, 4096], mala_steps=1000,
@@ -51,10 +56,15 @@ SUITES = {
         models=dict(config="small/ncsnpp", batch_sizes=[1, 8]),
         extra_batches=[1, 8, 32], extra_steps=100,
         metrics=dict(network="inception", batches=[200], num_batches=2),
+        loss_batches=[64, 256, 1024], loss_pairs=["ssm", "ssm_vr", "ism", "energy_ssm", "energy_ssm_vr",
+                                                  "energy_ism", "energy_dsm"],
+        loss_image=dict(config="small/ncsnpp"), loss_image_batches=[8], loss_image_pairs=["ssm", "ssm_vr"],
     ),
 }
 """Suite name -> parameters. ``network``: the default network spec; ``repeats``/``min_repeats``/``budget_s``:
 timed calls per program (fewer for long cases, never below ``min_repeats``); ``max_spread``/``retries``:
 the stability gate. Other keys are read by the case runners (``cases``, ``train_cases``, ``compile_cases``,
-``metrics_cases``: ``metrics`` = feature network, batch sizes and batches per call of extract_features);
+``metrics_cases``: ``metrics`` = feature network, batch sizes and batches per call of extract_features;
+``loss_cases``: ``loss_pairs``/``loss_batches`` for the MLP, ``loss_image`` with ``loss_image_pairs``/
+``loss_image_batches`` for an image network);
 ``extra_*`` size the sampling cases of networks given with ``--network``."""

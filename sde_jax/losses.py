@@ -24,6 +24,8 @@ References:
   * Song et al. 2021, "Score-based generative modeling through SDEs" (continuous DSM, Eq. 7).
   * Song, Durkan, Murray, Ermon 2021, "Maximum likelihood training of score-based diffusion models"
     (likelihood weighting ``lambda(t) = g(t)^2`` and importance sampling of ``t``).
+  * Karras, Aittala, Aila, Laine 2022, "Elucidating the design space of diffusion-based generative models"
+    (EDM: log-normal noise levels, the weighting ``(sigma^2 + sigma_d^2) / (sigma sigma_d)^2``).
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ __all__ = [
     "get_ddpm_loss_fn",
     "get_ncsn_loss_fn",
     "get_sde_score_matching_loss_fn",
+    "sample_marginal",
     "implicit_score_matching_loss",
     "sliced_score_matching_loss",
     "explicit_score_matching_loss",
@@ -55,6 +58,9 @@ __all__ = [
     "sample_importance_time",
     "discrete_times",
     "get_classifier_loss_fn",
+    "edm_loss_weight",
+    "edm_per_example",
+    "get_edm_loss_fn",
     "LOSSES",
     "CLASSIFIER_LOSSES",
     "get_loss_fn",
@@ -72,7 +78,7 @@ def reduce_per_example(v, reduce_mean: bool):
 
 def _check_batch_array(batch):
     if not hasattr(batch, "shape"):
-        raise ValueError(f"batch must be an array of shape [B, ...] with at least one data axis; got {type(batch)}.")
+        raise ValueError(f"batch must have shape [B, ...] with a batch axis and at least one data axis; got {type(batch)}.")
     C.check_data("batch", batch)
 
 
@@ -459,6 +465,24 @@ def denoising_score_matching_loss(score_fn, key, batch, *, sigma, reduce_mean=Fa
 _SM_METHODS = ("ism", "ssm", "ssm_vr", "esm")
 
 
+def sample_marginal(sde: SDE, key, batch, *, eps, likelihood_weighting=False):
+    """A sample of the SDE's marginals for the classical objectives on ``p_t``: ``t ~ U(eps, T)``,
+    ``x_t = a(t) x_0 + s(t) z``, and the weight ``lambda(t) = s(t)^2`` (or ``g(t)^2``).
+
+    ``key`` is split in three (time, noise, and a third key returned for the loss's own draws, e.g. projections).
+
+    Returns:
+      ``(t [B], x_t [B, ...], weight [B], key_rest)``.
+    """
+    key_t, key_z, key_rest = jax.random.split(key, 3)
+    t = jax.random.uniform(key_t, (batch.shape[0],), batch.dtype, eps, sde.T)
+    z = jax.random.normal(key_z, batch.shape, batch.dtype)
+    mean, std = sde.marginal_prob(batch, t)
+    xt = mean + batch_broadcast(std, batch) * z
+    weight = sde.diffusion_coeff(t) ** 2 if likelihood_weighting else std**2
+    return t, xt, weight, key_rest
+
+
 def get_sde_score_matching_loss_fn(sde: SDE, *, method="ssm", likelihood_weighting=False, eps=1e-5,
                                    num_projections=1, projection="gaussian", reduce_mean=False,
                                    target_score_fn=None) -> Callable:
@@ -485,13 +509,7 @@ def get_sde_score_matching_loss_fn(sde: SDE, *, method="ssm", likelihood_weighti
 
     def loss_fn(score_fn, key, batch):
         _check_batch_array(batch)
-        key_t, key_z, key_v = jax.random.split(key, 3)
-        b = batch.shape[0]
-        t = jax.random.uniform(key_t, (b,), batch.dtype, eps, sde.T)
-        z = jax.random.normal(key_z, batch.shape, batch.dtype)
-        mean, std = sde.marginal_prob(batch, t)
-        xt = mean + batch_broadcast(std, batch) * z
-        weight = sde.diffusion_coeff(t) ** 2 if likelihood_weighting else std**2
+        t, xt, weight, key_v = sample_marginal(sde, key, batch, eps=eps, likelihood_weighting=likelihood_weighting)
         c = 1.0 / _dim(batch) if reduce_mean else 1.0
         aux = {"t_mean": jnp.mean(t)}
         if method == "esm":
@@ -560,6 +578,72 @@ def get_classifier_loss_fn(sde: SDE, *, eps=1e-5) -> Callable:
 
 
 # --------------------------------------------------------------------------------------------------
+# EDM (Karras et al. 2022, Sec. 5 and Table 1)
+# --------------------------------------------------------------------------------------------------
+def edm_loss_weight(sigma, sigma_data):
+    """EDM's ``lambda(sigma) = (sigma^2 + sigma_d^2) / (sigma sigma_d)^2`` (``= 1 / c_out^2``, see
+    :mod:`sde_jax.models.edm`)."""
+    return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+
+
+def edm_per_example(score_fn, sde: SDE, y, sigma, n, *, sigma_data, reduce_mean=True):
+    """Per-example EDM loss at noise levels ``sigma: [B]`` and standard noise ``n`` (shape of ``y``).
+
+    The noisy point of EDM, ``y + sigma n``, is the SDE's ``x_t = a(t) (y + sigma n)`` at ``t = t(sigma)``
+    (:meth:`sde_jax.SDE.edm_time`), where the denoiser is read from the score by Tweedie's formula,
+    ``D = x^ + sigma^2 a(t) score(x_t, t)`` (exactly the network's ``D`` under the ``"edm"`` parameterisation):
+
+    .. math::  \\ell = \\lambda(\\sigma)\\,\\mathrm{red}\\,\\|D(y + \\sigma n; \\sigma) - y\\|^2
+               = \\lambda(\\sigma)\\,\\sigma^2\\,\\mathrm{red}\\,\\|\\sigma a\\, s_\\theta(x_t, t) + n\\|^2.
+
+    At the exact denoiser ``E[y | y + sigma n]`` its expectation is ``lambda(sigma) c tr Cov[y | y + sigma n]``;
+    for Gaussian data ``N(mu, v I)`` that is ``lambda(sigma) c D v sigma^2 / (v + sigma^2)`` (``c = 1/D`` with
+    ``reduce_mean``, else ``1/2``), which is 1 per dimension (mean) when ``v = sigma_d^2``: EDM's unit loss.
+
+    Returns:
+      ``[B]`` per-example losses.
+    """
+    t = sde.edm_time(sigma)
+    a = batch_broadcast(sde.edm_scale(t), y)
+    s = batch_broadcast(sigma, y)
+    xt = a * (y + s * n)
+    score = check_score(score_fn(xt, t), xt)
+    return edm_loss_weight(sigma, sigma_data) * sigma**2 * reduce_per_example(jnp.square(s * a * score + n),
+                                                                               reduce_mean)
+
+
+def get_edm_loss_fn(sde: SDE, *, sigma_data=0.5, p_mean=-1.2, p_std=1.2, reduce_mean=True) -> Callable:
+    """EDM's training loss (Karras et al. 2022, Eq. 8 and Table 1) for a score model under any SDE.
+
+    ``log sigma ~ N(p_mean, p_std^2)``, ``n ~ N(0, I)``, loss = batch mean of :func:`edm_per_example`. Use it with
+    the ``"edm"`` parameterisation (``model.parameterization``; :mod:`sde_jax.models.edm`) to train EDM's
+    preconditioned denoiser, or with any other score model.
+
+    Args:
+      sde: forward SDE (gives ``t(sigma)`` and ``a(t)``).
+      sigma_data: the data std ``sigma_d`` (> 0; EDM: 0.5).
+      p_mean, p_std: the log-normal noise distribution (EDM: -1.2, 1.2).
+      reduce_mean: mean over data dimensions (EDM's per-pixel mean) instead of ``1/2 sum``.
+
+    Returns:
+      ``loss_fn(score_fn, key, batch) -> (loss, {"loss", "sigma_mean"})`` with ``score_fn(x, t)``.
+    """
+    sigma_data = C.check_positive("sigma_data", C.finite_float("sigma_data", sigma_data))
+    p_mean, p_std = C.finite_float("p_mean", p_mean), C.check_positive("p_std", C.finite_float("p_std", p_std))
+
+    def loss_fn(score_fn, key, batch):
+        _check_batch_array(batch)
+        key_s, key_n = jax.random.split(key)
+        sigma = jnp.exp(p_mean + p_std * jax.random.normal(key_s, batch.shape[:1], batch.dtype))
+        n = jax.random.normal(key_n, batch.shape, batch.dtype)
+        losses = edm_per_example(score_fn, sde, batch, sigma, n, sigma_data=sigma_data, reduce_mean=reduce_mean)
+        loss = jnp.mean(losses)
+        return loss, {"loss": loss, "sigma_mean": jnp.mean(sigma)}
+
+    return loss_fn
+
+
+# --------------------------------------------------------------------------------------------------
 # Registry: config names -> loss factories ``factory(sde, **options) -> loss_fn``
 # --------------------------------------------------------------------------------------------------
 def _smld(sde, *, reduce_mean=False):
@@ -579,11 +663,14 @@ LOSSES = {
     "ssm_vr": functools.partial(get_sde_score_matching_loss_fn, method="ssm_vr"),
     "esm": functools.partial(get_sde_score_matching_loss_fn, method="esm"),
     "classifier": get_classifier_loss_fn,
+    "edm": get_edm_loss_fn,
 }
 """Loss names (``config.training.loss``) -> ``factory(sde, **options)``; all return ``loss_fn(score_fn, key, batch)``
 with a time-dependent ``score_fn(x, t)``. ``"smld"`` and ``"ddpm"`` are the discrete losses (use a discrete
-score wrapper, ``continuous=False``). ``"classifier"`` trains a noise-conditional classifier: its ``loss_fn`` takes a
-``logit_fn(x, t)`` and batches ``(x, labels)`` (:data:`CLASSIFIER_LOSSES`)."""
+score wrapper, ``continuous=False``). ``"edm"`` takes ``sigma_data`` from ``config.model.sigma_data`` (shared with
+the ``"edm"`` parameterisation) when built by :func:`sde_jax.training.build`. ``"classifier"`` trains a
+noise-conditional classifier: its ``loss_fn`` takes a ``logit_fn(x, t)`` and batches ``(x, labels)``
+(:data:`CLASSIFIER_LOSSES`)."""
 
 CLASSIFIER_LOSSES = ("classifier",)
 """The losses of :data:`LOSSES` that train a classifier (``training.build`` wraps the network with
@@ -593,3 +680,23 @@ CLASSIFIER_LOSSES = ("classifier",)
 def get_loss_fn(name: str, sde: SDE, **options) -> Callable:
     """Look up ``name`` in :data:`LOSSES` and build the loss for ``sde``; unknown names list the valid ones."""
     return C.lookup(LOSSES, name, "loss")(sde, **options)
+
+
+# --------------------------------------------------------------------------------------------------
+# Finite-difference score matching and regularised ISM (sde_jax.losses_fd; Pang et al. 2020, Kingma & LeCun
+# 2010): re-exported here, and the time-dependent FD objectives registered as "fd_ism", "fd_ssm", "fd_ssm_vr".
+# --------------------------------------------------------------------------------------------------
+from sde_jax import losses_fd  # noqa: E402
+from sde_jax.losses_fd import (  # noqa: E402
+    fd_energy_dsm_loss,
+    fd_energy_ism_loss,
+    fd_energy_ssm_loss,
+    fd_ism_loss,
+    fd_ssm_loss,
+    get_sde_fd_loss_fn,
+    regularized_ism_loss,
+)
+
+__all__ += ["fd_energy_dsm_loss", "fd_energy_ism_loss", "fd_energy_ssm_loss", "fd_ism_loss", "fd_ssm_loss",
+            "get_sde_fd_loss_fn", "regularized_ism_loss"]
+LOSSES.update({name: functools.partial(get_sde_fd_loss_fn, method=name) for name in losses_fd.FD_SDE_METHODS})

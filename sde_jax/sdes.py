@@ -154,6 +154,19 @@ class SDE(abc.ABC):
     def importance_cdf_inverse(self, u):
         """The inverse of :meth:`importance_cdf`."""
 
+    # -- EDM form (Karras et al. 2022, Eq. 4 and Table 1) -----------------------------------------------------
+    def edm_scale(self, t):
+        """EDM's scale (their ``s(t)``) in ``x_t = scale(t) (x_0 + sigma(t) n)``: our ``a(t)``; shape of ``t``."""
+        return self.marginal_mean_coeff(t)
+
+    @abc.abstractmethod
+    def edm_sigma(self, t):
+        """EDM's noise level ``sigma(t) = s(t) / a(t)`` (std of the kernel of ``x_t / a(t)``); shape of ``t``."""
+
+    @abc.abstractmethod
+    def edm_time(self, sigma):
+        """The inverse of :meth:`edm_sigma`: the time ``t`` with ``sigma(t) = sigma`` (``sigma > 0``)."""
+
     # -- shared formulas ----------------------------------------------------------------------------------
     def sde(self, x: Float[Array, "b ..."], t: Float[Array, " b"]):
         """Forward drift ``f(t) x`` (shape of ``x``) and diffusion ``g(t)`` (``[B]``)."""
@@ -313,6 +326,14 @@ class VPSDE(_BetaSDE):
     def importance_cdf_inverse(self, u):
         return self._t_from_integrated_beta(jax.nn.softplus(u))
 
+    def edm_sigma(self, t):
+        """``sigma^2 = (1 - a^2) / a^2 = e^{B(t)} - 1``: ``sqrt(expm1(B(t)))``."""
+        return jnp.sqrt(jnp.expm1(self.integrated_beta(t)))
+
+    def edm_time(self, sigma):
+        """``B(t) = log(1 + sigma^2)``, solved for ``t`` without cancellation."""
+        return self._t_from_integrated_beta(jnp.log1p(jnp.square(sigma)))
+
 
 @pytree_dataclass
 class SubVPSDE(_BetaSDE):
@@ -348,6 +369,15 @@ class SubVPSDE(_BetaSDE):
 
     def importance_cdf_inverse(self, u):
         return self._t_from_integrated_beta(2.0 * jnp.arcsinh(0.5 * jnp.exp(0.5 * u)))
+
+    def edm_sigma(self, t):
+        """``sigma = (1 - a^2) / a`` with ``a = e^{-B/2}``: ``2 sinh(B(t) / 2)``."""
+        return 2.0 * jnp.sinh(0.5 * self.integrated_beta(t))
+
+    def edm_time(self, sigma):
+        """``a`` is the positive root of the quadratic ``a^2 + sigma a - 1 = 0``, i.e. ``B = -2 log a =
+        2 arcsinh(sigma / 2)``, solved for ``t``."""
+        return self._t_from_integrated_beta(2.0 * jnp.arcsinh(0.5 * sigma))
 
 
 @pytree_dataclass
@@ -442,6 +472,15 @@ class VESDE(SDE):
 
     def importance_cdf_inverse(self, u):
         return jax.nn.softplus(u) / (2.0 * self.log_ratio())
+
+    def edm_sigma(self, t):
+        """``a = 1``, so ``sigma(t) = s(t) = sigma_min sqrt(expm1(2 t L))`` (the exact kernel; the paper's
+        ``VESDE.sigma(t)`` differs by ``sigma_min`` in quadrature)."""
+        return self.marginal_std(t)
+
+    def edm_time(self, sigma):
+        """``t = log(1 + (sigma / sigma_min)^2) / (2 L)``, ``L = log(sigma_max / sigma_min)``."""
+        return jnp.log1p(jnp.square(sigma / self.sigma_min)) / (2.0 * self.log_ratio())
 
 
 def _coef(probability_flow):

@@ -152,7 +152,7 @@ def test_bad_arguments_and_files_raise_clear_errors(tmp_path):
         import_checkpoint(path, "small/ddpm", source="score_sde_flax", weights="best")
     with pytest.raises(TypeError, match="config must be a config name"):
         import_checkpoint(path, {"model": {}}, source="score_sde_flax")
-    with pytest.raises(ValueError, match="Unknown model config 'small/unet'"):
+    with pytest.raises(ValueError, match="unknown model config 'small/unet'"):
         import_checkpoint(path, "small/unet", source="score_sde_flax")
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         import_checkpoint(str(tmp_path / "nope"), "small/ddpm", source="score_sde_flax")

@@ -65,7 +65,7 @@ def test_defaults_and_errors():
     assert get_score_fn(VE, _echo, 1.0).parameterization == "scaled"
     with pytest.raises(ValueError, match="not defined for SubVPSDE"):
         get_score_fn(SUBVP, _echo, 1.0, continuous=False)
-    with pytest.raises(ValueError, match=r"unknown parameterization 'eps'; valid names: \['noise', 'scaled', 'score'\]"):
+    with pytest.raises(ValueError, match=r"unknown parameterization 'eps'; valid names: \['edm', 'noise', 'scaled', 'score'\]"):
         get_score_fn(VP, _echo, 1.0, parameterization="eps")
     with pytest.raises(ValueError, match="t must have shape"):
         get_score_fn(VP, _echo, 1.0)(jnp.ones((4, 2)), jnp.ones((3,)))

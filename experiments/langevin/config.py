@@ -26,4 +26,20 @@ def get_config():
     c.ald_levels = 10
     c.ald_steps_each = 300  # Song & Ermon use 100; at 100 the 0.2-mode weight is biased by ~+0.015 here
     c.ald_step_size = 0.1
+    # MALA on the mixture from the same uniform start (exact per mode, keeps the initial split of chains).
+    c.mala_mixture_step_size = 0.5
+    # MCMC diagnostics (ESS, split R-hat, burn-in) from over-dispersed uniform starts, trajectories thinned.
+    c.diag_chains = 64
+    c.diag_steps = 2000
+    c.diag_every = 2
+    c.diag_checkpoints = 20
+    c.diag_init_half_width = 8.0
+    # Replica exchange (parallel tempering over MALA) vs annealed Langevin on the mixture.
+    c.pt_replicas = 8
+    c.pt_beta_min = 0.01
+    c.pt_step_size = 0.5            # MALA step of replica r: pt_step_size / beta_r
+    c.pt_every = 8                  # weights measured every pt_every steps (MALA: pt_replicas x as many)
+    c.pt_blocks = 24                # ... pt_blocks times: up to 192 steps (1544 evaluations per sample)
+    c.ald_steps_grid = (3, 10, 30, 100, 300)
+    c.dpi = 60
     return c

@@ -1,4 +1,5 @@
-"""Langevin sampling with exact scores: chain trajectories, ULA vs MALA, plain vs annealed Langevin.
+"""Langevin sampling with exact scores: chain trajectories, ULA vs MALA, plain vs annealed Langevin, MCMC
+diagnostics and replica exchange.
 
 Writes to ``workdir``:
 
@@ -8,53 +9,30 @@ Writes to ``workdir``:
   where ULA is biased, with the exact and estimated moments.
 * ``annealed_vs_plain.png``: 0.2 N((-5,-5), I) + 0.8 N((5,5), I) from uniform initialisation: plain Langevin
   (keeps the initial basin, wrong weights) vs annealed Langevin dynamics (Song & Ermon 2019, Fig. 3).
-* ``metrics.json``: moments with standard errors and z-scores, MALA acceptance, mode weights, timings.
+* ``mala_densities.png``: exact density beside the MALA histogram on both targets; on the mixture MALA from
+  uniform initialisation is exact within each mode but keeps the initial split of the chains between modes,
+  so it does not recover the 0.2 / 0.8 weights.
+* ``rhat_trace.png``: split R-hat of draws ``[n/2, n)`` against ``n`` for ULA, MALA (both targets), annealed
+  Langevin's last level and replica exchange's cold replica (mixture), from over-dispersed starts.
+* ``tempering_vs_ald.png``: mixture mode-weight error against score evaluations per sample for replica
+  exchange, annealed Langevin and MALA.
+* ``metrics.json``: moments with standard errors and z-scores, MALA acceptance, mode weights, ESS, split
+  R-hat and burn-in per sampler (:mod:`experiments.langevin.mixing`), the tempering-vs-ALD curves, timings.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import jax
 import jax.numpy as jnp
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import sde_jax as sj  # noqa: E402
-from sde_jax.metrics import mode_weights  # noqa: E402
-from sde_jax.samplers import annealed_langevin, mala_init, mala_step, run_chain, ula_init, ula_step  # noqa: E402
-
-CMAP = "YlOrRd"
-
-
-def _check_workdir(workdir):
-    """Fail before any work if ``workdir`` cannot be created and written."""
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, ".write_test")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise ValueError(f"workdir {workdir!r} is not writable: {e}") from None
-
-
-def _grid(lo, hi, n=200):
-    g = np.linspace(lo, hi, n)
-    xx, yy = np.meshgrid(g, g)
-    return xx, yy, jnp.asarray(np.stack([xx.ravel(), yy.ravel()], -1), jnp.float32)
-
-
-def _density_image(ax, log_prob, lo, hi, title):
-    xx, yy, pts = _grid(lo, hi)
-    dens = np.exp(np.asarray(log_prob(pts))).reshape(xx.shape)
-    ax.imshow(dens, origin="lower", extent=(lo, hi, lo, hi), cmap=CMAP, aspect="auto")
-    ax.set_title(title)
-    return dens
+import sde_jax as sj
+from experiments._shared import CMAP, check_workdir, density_image, plt, write_json
+from experiments.langevin import mixing
+from sde_jax.metrics import mode_weights
+from sde_jax.samplers import annealed_langevin, mala_init, mala_step, run_chain, ula_init, ula_step
 
 
 def _moments(x):
@@ -128,26 +106,29 @@ def trajectories(config, key, banana, gmm):
 
 def run(config, workdir):
     """Run the experiment and write figures and ``metrics.json`` to ``workdir``; returns the metrics."""
-    _check_workdir(workdir)
+    check_workdir(workdir)
     key = jax.random.key(config.seed)
     t0 = time.perf_counter()
     banana, xu, xm, banana_metrics = banana_mala_vs_ula(config, key)
     gmm, x_plain, x_ald, mix_metrics = mixture_annealed_vs_plain(config, key)
     paths = trajectories(config, key, banana, gmm)
+    xm_mix, mala_mix_metrics = mixing.mala_mixture(config, key, gmm)
+    diag = mixing.diagnostics(config, key, banana, gmm)
+    tempering = mixing.tempering_vs_ald(config, key, gmm)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
     for ax, (name, target, lim) in zip(axes, (("banana", banana, (-8, 10)), ("mixture", gmm, (-10, 10)))):
-        _density_image(ax, target.log_prob, *lim, f"ULA chains over the {name} density")
+        density_image(ax, target.log_prob, *lim, f"ULA chains over the {name} density")
         for p in paths[name].transpose(1, 0, 2):
             ax.plot(p[:, 0], p[:, 1], "-", lw=0.8, color="tab:blue", alpha=0.8)
             ax.plot(p[0, 0], p[0, 1], "o", color="k", ms=4)
     fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "trajectories.png"), dpi=110)
+    fig.savefig(os.path.join(workdir, "trajectories.png"), dpi=config.dpi)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
     lo, hi = -7, 9
-    _density_image(axes[0], banana.log_prob, lo, hi, "exact banana density")
+    density_image(axes[0], banana.log_prob, lo, hi, "exact banana density")
     for ax, (name, x) in zip(axes[1:], (("MALA", xm), ("ULA", xu))):
         key_name = name.lower()
         x = x[np.all(np.isfinite(x), 1)]
@@ -155,23 +136,28 @@ def run(config, workdir):
         z = banana_metrics[key_name]["z_scores"]
         ax.set_title(f"{name}, h={banana_metrics['step_size']}: z(E[x2^2]) = {z['E[x2^2]']:.1f}")
     fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "mala_vs_ula.png"), dpi=110)
+    fig.savefig(os.path.join(workdir, "mala_vs_ula.png"), dpi=config.dpi)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
-    _density_image(axes[0], gmm.log_prob, -10, 10, "exact: weights 0.2 / 0.8")
+    density_image(axes[0], gmm.log_prob, -10, 10, "exact: weights 0.2 / 0.8")
     for ax, (name, x, wkey) in zip(axes[1:], (("plain Langevin", x_plain, "plain_langevin_weights"),
                                                ("annealed Langevin", x_ald, "annealed_langevin_weights"))):
         ax.hist2d(x[:, 0], x[:, 1], bins=80, range=[[-10, 10], [-10, 10]], cmap=CMAP)
         w = mix_metrics[wkey]
         ax.set_title(f"{name}: weights {w[0]:.3f} / {w[1]:.3f}")
     fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "annealed_vs_plain.png"), dpi=110)
+    fig.savefig(os.path.join(workdir, "annealed_vs_plain.png"), dpi=config.dpi)
     plt.close(fig)
 
+    mixing.plot_mala_densities(os.path.join(workdir, "mala_densities.png"), config, banana, xm, gmm, xm_mix,
+                               mala_mix_metrics)
+    mixing.plot_rhat(os.path.join(workdir, "rhat_trace.png"), config, diag)
+    mixing.plot_tempering(os.path.join(workdir, "tempering_vs_ald.png"), config, tempering)
+
     metrics = {"banana_mala_vs_ula": banana_metrics, "mixture_annealed_vs_plain": mix_metrics,
+               "mixture_mala": mala_mix_metrics, "diagnostics": diag, "tempering_vs_ald": tempering,
                "config": config.to_dict(), "wall_seconds": time.perf_counter() - t0,
                "jax": jax.__version__, "device": str(jax.devices()[0].platform)}
-    with open(os.path.join(workdir, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
+    write_json(os.path.join(workdir, "metrics.json"), metrics)
     return metrics

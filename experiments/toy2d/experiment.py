@@ -3,7 +3,9 @@ everything against exact answers.
 
 Writes to ``workdir``:
 
-* ``samples.png``: true samples beside the PC-sampler and ODE-sampler samples (same number of points).
+* ``samples.png``: true samples beside the PC-sampler and ODE-sampler samples (same number of points), and those
+  of any further sampler in ``config.sampling.samplers`` (name -> ``{method, <options>}`` for
+  :func:`sde_jax.sample`, e.g. ``edm_heun`` or ``dpm_solver++``).
 * ``score_field.png``: the learned score field (EMA parameters) beside the exact score of ``p_t`` at three
   times, arrows ``s(t) * score`` over the exact log-density.
 * ``loss.png``: the training loss (window means) against the step.
@@ -29,11 +31,12 @@ import numpy as np
 
 from experiments.toy2d import plots
 from sde_jax import likelihood, samplers, training
+from sde_jax.samplers.api import sampler_options
 from sde_jax import metrics as M
 from sde_jax.toy import GaussianMixture
 
 __all__ = ["TARGETS", "get_target", "score_error", "score_errors", "heldout_nll", "train", "evaluate", "run",
-           "Trained"]
+           "Trained", "sampler_specs"]
 
 
 def _gmm5():
@@ -89,6 +92,35 @@ def _sampling_sde(sde, config):
     return sde
 
 
+def sampler_specs(config) -> dict:
+    """Name -> ``(method, options)`` of the samplers :func:`evaluate` runs through :func:`sde_jax.sample`: ``pc``
+    and ``ode`` from their ``config.sampling`` fields, then each entry of ``config.sampling.samplers``
+    (``{method: ..., <its options>}``; ``eps`` defaults to ``sampling.eps``). Validated here, before training:
+    unknown methods and options raise, listing the valid ones."""
+    s = config.sampling
+    specs = {"pc": ("pc", dict(predictor=s.predictor, corrector=s.corrector, snr=s.snr,
+                               n_corrector_steps=s.n_corrector_steps, eps=s.eps, denoise=True)),
+             "ode": ("ode", dict(solver=s.ode_solver, rtol=s.ode_rtol, atol=s.ode_atol, eps=s.eps))}
+    extra = s.get("samplers") or {}
+    for name, spec in (extra.to_dict() if hasattr(extra, "to_dict") else dict(extra)).items():
+        options = dict(spec)
+        if "method" not in options:
+            raise ValueError(f"sampling.samplers.{name}: needs a 'method'; valid: {sorted(samplers.SAMPLERS)}.")
+        method = options.pop("method")
+        if method not in samplers.SAMPLERS:
+            raise ValueError(f"sampling.samplers.{name}.method: unknown method {method!r}; valid names: "
+                             f"{sorted(samplers.SAMPLERS)}.")
+        valid = set(sampler_options(method)) | {"num_steps"}
+        unknown = sorted(set(options) - valid)
+        if unknown:
+            raise ValueError(f"sampling.samplers.{name}: unknown option(s) {unknown} for method {method!r}; valid "
+                             f"options: {sorted(valid)}.")
+        if "eps" in valid:
+            options.setdefault("eps", s.eps)
+        specs[name] = (method, options)
+    return specs
+
+
 def _sampler_metrics(x, true_x, target, ref_level, nfe, seconds, config):
     weights = np.asarray(M.mode_weights(x, target.means))
     ed = float(M.energy_distance(x, true_x))
@@ -124,6 +156,7 @@ def _keys(config):
 def train(config, workdir: str, *, progress: bool = True) -> Trained:
     """Validate the config, then train (or resume) the score model; checkpoints go to ``workdir``."""
     target = get_target(config.data.target)
+    sampler_specs(config)   # fail on a bad sampler before training
     # ESM trains against the exact score of p_t, which only a toy target has.
     extra = (lambda sde: {"target_score_fn": target.perturbed_score(sde)}) if config.training.loss == "esm" else None
     parts = training.build(config, workdir, data_shape=(target.dim,), loss_extra=extra)
@@ -218,8 +251,8 @@ def run(config, workdir: str, *, progress: bool = True) -> dict:
 
 
 def evaluate(config, workdir: str, trained: Trained, *, t_start: float | None = None) -> dict:
-    """Sample with the PC and ODE samplers (EMA parameters, one device), compute the metrics, write the
-    figures and ``metrics.json``."""
+    """Sample with the PC and ODE samplers and those of ``config.sampling.samplers`` (EMA parameters, one device),
+    compute the metrics, write the figures and ``metrics.json``."""
     t_start = time.perf_counter() if t_start is None else t_start
     parts, target, state, history = trained.parts, trained.target, trained.state, trained.history
     sde, keys = parts.sde, _keys(config)
@@ -234,18 +267,16 @@ def evaluate(config, workdir: str, trained: Trained, *, t_start: float | None = 
     ref = np.asarray(M.two_sample_reference(target.sample, key_ref, n, num_pairs=config.eval.num_reference_pairs))
     ref_level = float(np.sqrt(np.mean(ref**2)))
 
-    s = config.sampling
-    t0 = time.perf_counter()
-    x_pc, nfe_pc = samplers.pc_sample(key_pc, _sampling_sde(sde, config), score_fn, shape, predictor=s.predictor,
-                                      corrector=s.corrector, snr=s.snr, n_corrector_steps=s.n_corrector_steps,
-                                      eps=s.eps, denoise=True)
-    x_pc = jax.block_until_ready(x_pc)
-    pc_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    x_ode, nfe_ode = samplers.ode_sample(key_ode, sde, score_fn, shape, solver=s.ode_solver, rtol=s.ode_rtol,
-                                         atol=s.ode_atol, eps=s.eps)
-    x_ode = jax.block_until_ready(x_ode)
-    ode_seconds = time.perf_counter() - t0
+    sampled, results = {}, {}
+    for i, (name, (method, options)) in enumerate(sampler_specs(config).items()):
+        # pc and ode keep their own keys; further samplers get keys folded from the ode key
+        key = {"pc": key_pc, "ode": key_ode}.get(name, jax.random.fold_in(key_ode, 1000 + i))
+        t0 = time.perf_counter()
+        x, nfe = samplers.sample(key, _sampling_sde(sde, config) if method == "pc" else sde, score_fn, shape,
+                                 method=method, **options)
+        x = jax.block_until_ready(x)
+        sampled[name.upper() if name in ("pc", "ode") else name] = x
+        results[name] = _sampler_metrics(x, true_x, target, ref_level, nfe, time.perf_counter() - t0, config)
 
     metrics = {
         "target": config.data.target,
@@ -258,10 +289,7 @@ def evaluate(config, workdir: str, trained: Trained, *, t_start: float | None = 
             "num_pairs": int(config.eval.num_reference_pairs),
             "definition": "root mean square of the unbiased energy distance between two independent true "
                           "samples of num_samples points (its expectation is 0)"},
-        "samplers": {
-            "pc": _sampler_metrics(x_pc, true_x, target, ref_level, nfe_pc, pc_seconds, config),
-            "ode": _sampler_metrics(x_ode, true_x, target, ref_level, nfe_ode, ode_seconds, config),
-        },
+        "samplers": results,
         "score_error": {
             "init": err_init, "final": err_final, "reduction": err_init / err_final,
             "definition": "E_t E_{x~p_t} s(t)^2 ||s_theta(x,t) - grad log p_t(x)||^2 / D, t ~ U(sampling.eps, T), "
@@ -274,7 +302,7 @@ def evaluate(config, workdir: str, trained: Trained, *, t_start: float | None = 
             "num_devices": int(parts.mesh.size)},
         "nll": heldout_nll(config, score_fn, target, sde),
     }
-    plots.samples(os.path.join(workdir, "samples.png"), target, true_x, {"PC": x_pc, "ODE": x_ode}, metrics)
+    plots.samples(os.path.join(workdir, "samples.png"), target, true_x, sampled, metrics)
     plots.score_field(os.path.join(workdir, "score_field.png"), target, sde, score_fn, eval_eps)
     plots.loss(os.path.join(workdir, "loss.png"), history, config, metrics["training"]["loss_at_exact_score"])
     metrics["wall_seconds"] = time.perf_counter() - t_start

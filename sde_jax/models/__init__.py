@@ -15,3 +15,4 @@ from sde_jax.models.registry import (MODELS, count_params, get_model, init_model
 from sde_jax.models.checkpoint_layout import SOURCES, checkpoint_layout, config_for_source
 from sde_jax.models.checkpoint_import import import_checkpoint, read_checkpoint
 from sde_jax.models.convert import convert_checkpoint, load_variables
+from sde_jax.models.energy import EnergyFn, EnergyMLP, get_energy_fn  # noqa: E402

@@ -45,7 +45,7 @@ __all__ = ["MODELS", "register_model", "get_model", "init_model", "count_params"
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 # Fields of config.model that are not network constructor arguments.
-_RESERVED = ("name", "parameterization")
+_RESERVED = ("name", "parameterization", "sigma_data")
 
 
 def _dtype(m) -> Any:
@@ -66,8 +66,8 @@ def _common(config) -> dict:
 
 
 def _build_from_fields(cls, config) -> nn.Module:
-    """``cls`` from ``config.model``: every field but ``name``/``parameterization`` must be one of its
-    attributes (the toy MLPs)."""
+    """``cls`` from ``config.model``: every field but ``name``/``parameterization``/``sigma_data`` must be one
+    of its attributes (the toy MLPs)."""
     allowed = {f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")}
     kwargs = {}
     for k, v in config.model.items():

@@ -10,6 +10,9 @@ conventions (yang-song/score_sde ``models/utils.py::get_score_fn``) from the SDE
   convention), with ``std = sde.label_std(t, continuous=...)``. By default (``parameterization=None``) a
   network that divides its output by sigma itself (the module's ``scale_by_sigma``: NCSN++/DDPM, NCSNv2) is
   taken as ``"score"``, and any other as the SDE's ``paper_parameterization``.
+* ``"edm"``: EDM's preconditioning (:mod:`sde_jax.models.edm`): the network sees ``c_in x / a(t)`` and the
+  label ``c_noise(sigma(t))`` and its output is mixed with the input by ``c_skip``/``c_out`` into a denoiser
+  (``sigma_data`` is a leaf of the :class:`ScoreFn`).
 
 Conventions that cannot work are refused here, with the reason: rescaling a network that already divides by
 sigma; a ``scale_by_sigma`` network under a VP/sub-VP SDE; a continuous VE network that looks sigma up by
@@ -29,28 +32,57 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from typing import NamedTuple
+
+from sde_jax import _checks as C
 from sde_jax._checks import check_batch, check_score
 from sde_jax._pytree import pytree_dataclass, static_field
+from sde_jax.models import edm
 from sde_jax.sdes import SDE, VESDE, batch_broadcast
 
-__all__ = ["ScoreFn", "get_score_fn", "PARAMETERIZATIONS", "scales_by_sigma", "is_classifier", "LogitFn",
-           "get_logit_fn", "ClassifierLogProb", "classifier_log_prob"]
+__all__ = ["ScoreFn", "get_score_fn", "PARAMETERIZATIONS", "Parameterization", "scales_by_sigma", "is_classifier",
+           "LogitFn", "get_logit_fn", "ClassifierLogProb", "classifier_log_prob"]
 
 
-def _score(out, std):
-    return out
+class Parameterization(NamedTuple):
+    """How a network's label, input and output relate to the score, for a :class:`ScoreFn` ``sf``.
+
+    Attributes:
+      labels: ``labels(sf, t) -> [B]``.
+      inputs: ``inputs(sf, x, t) -> network input`` (shape of ``x``).
+      output: ``output(sf, out, x, t) -> score``.
+    """
+
+    labels: Callable
+    inputs: Callable
+    output: Callable
 
 
-def _noise(out, std):
-    return -out / batch_broadcast(std, out)
+def _time_labels(sf, t):
+    return sf.sde.time_label(t, continuous=sf.continuous)
 
 
-def _scaled(out, std):
-    return out / batch_broadcast(std, out)
+def _identity_inputs(sf, x, t):
+    return x
 
 
-PARAMETERIZATIONS = {"score": _score, "noise": _noise, "scaled": _scaled}
-"""Parameterisation name -> ``f(out, std) -> score`` (see the module docstring)."""
+def _divided(sign):
+    """``sign * out / std`` with the SDE's ``label_std`` (0: the output is the score)."""
+    def output(sf, out, x, t):
+        if sign == 0:
+            return out
+        std = sf.sde.label_std(t, continuous=sf.continuous).astype(out.dtype)
+        return sign * out / batch_broadcast(std, out)
+    return output
+
+
+PARAMETERIZATIONS = {
+    "score": Parameterization(_time_labels, _identity_inputs, _divided(0)),
+    "noise": Parameterization(_time_labels, _identity_inputs, _divided(-1)),
+    "scaled": Parameterization(_time_labels, _identity_inputs, _divided(1)),
+    "edm": Parameterization(edm.edm_labels, edm.edm_inputs, edm.edm_output),
+}
+"""Parameterisation name -> :class:`Parameterization` (see the module docstring)."""
 
 
 def scales_by_sigma(model) -> bool:
@@ -72,19 +104,24 @@ class ScoreFn:
       continuous: continuous-time labels (else discrete levels); static.
       parameterization: a key of :data:`PARAMETERIZATIONS`; static.
       apply_kwargs: static keyword arguments of ``apply_fn`` as ``(name, value)`` pairs (e.g. ``train``).
+      sigma_data: the data std of the ``"edm"`` parameterisation (a leaf; ``None`` otherwise).
+      log_labels: the network takes the log of its labels itself (static; used by ``"edm"``).
     """
 
     params: Any
     sde: SDE
     class_labels: Any = None
     rngs: Any = None
+    sigma_data: Any = None
     apply_fn: Callable = static_field(default=None)
     continuous: bool = static_field(default=True)
     parameterization: str = static_field(default="score")
     apply_kwargs: tuple = static_field(default=())
+    log_labels: bool = static_field(default=False)
 
     def labels(self, t):
-        return self.sde.time_label(t, continuous=self.continuous)
+        """The labels ``[B]`` the network is conditioned on at times ``t: [B]``."""
+        return PARAMETERIZATIONS[self.parameterization].labels(self, t)
 
     def __call__(self, x, t):
         check_batch(x, t)
@@ -93,11 +130,9 @@ class ScoreFn:
             kwargs["rngs"] = self.rngs
         if self.class_labels is not None:
             kwargs["class_labels"] = self.class_labels
-        out = check_score(self.apply_fn(self.params, x, self.labels(t), **kwargs), x)
-        if self.parameterization == "score":
-            return out
-        std = self.sde.label_std(t, continuous=self.continuous).astype(out.dtype)
-        return PARAMETERIZATIONS[self.parameterization](out, std)
+        p = PARAMETERIZATIONS[self.parameterization]
+        out = check_score(self.apply_fn(self.params, p.inputs(self, x, t), p.labels(self, t), **kwargs), x)
+        return p.output(self, out, x, t)
 
 
 def _module_and_apply(model):
@@ -146,7 +181,7 @@ def _check_conventions(sde, module, continuous, parameterization):
 
 
 def get_score_fn(sde: SDE, model, params, *, continuous: bool = True, parameterization: str | None = None,
-                 class_labels=None, rngs=None, **apply_kwargs) -> ScoreFn:
+                 class_labels=None, rngs=None, sigma_data=None, **apply_kwargs) -> ScoreFn:
     """``score_fn(x, t)`` for a network, with the paper's label and scaling conventions decided here.
 
     Args:
@@ -156,11 +191,12 @@ def get_score_fn(sde: SDE, model, params, *, continuous: bool = True, parameteri
         (then no convention checks are possible).
       params: its variables (e.g. ``{"params": ...}``).
       continuous: continuous-time labels (``sigma(t)`` / ``999 t``) or discrete levels (the discrete losses).
-      parameterization: ``"score"``, ``"noise"``, ``"scaled"`` or ``None`` (the paper's choice, see the module
-        docstring).
+      parameterization: ``"score"``, ``"noise"``, ``"scaled"``, ``"edm"`` or ``None`` (the paper's choice, see the
+        module docstring).
       class_labels: ``[B]`` class labels for a class-conditional network (a leaf: new labels do not recompile).
       rngs: PRNG keys forwarded as ``rngs=`` (e.g. ``{"dropout": key}``). Passing ``rngs`` means training:
         networks whose ``__call__`` takes ``train`` get ``train=True`` (dropout on) unless given otherwise.
+      sigma_data: the data std for ``parameterization="edm"`` (> 0; required there, refused elsewhere).
       **apply_kwargs: static keyword arguments for ``apply_fn`` (hashable).
 
     Returns:
@@ -186,11 +222,23 @@ def get_score_fn(sde: SDE, model, params, *, continuous: bool = True, parameteri
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"unknown parameterization {parameterization!r}; valid names: {sorted(PARAMETERIZATIONS)}.")
     _check_conventions(sde, module, bool(continuous), parameterization)
+    log_labels = False
+    if parameterization == "edm":
+        if sigma_data is None:
+            raise ValueError("parameterization='edm' needs sigma_data, the data's standard deviation (EDM: 0.5 for "
+                             "images in [-1, 1]).")
+        sigma_data = C.check_positive("sigma_data", sigma_data)
+        if not continuous:
+            raise ValueError("parameterization='edm' conditions the network on sigma(t): use continuous=True.")
+        log_labels = bool(getattr(module, "uses_sigma_labels", False) or getattr(module, "log_labels", False))
+    elif sigma_data is not None:
+        raise ValueError(f"sigma_data is used by parameterization='edm' only; got parameterization "
+                         f"{parameterization!r}.")
     if rngs is not None and module is not None and "train" not in apply_kwargs and _takes(module, "train"):
         apply_kwargs["train"] = True
-    return ScoreFn(params=params, sde=sde, class_labels=class_labels, rngs=rngs, apply_fn=apply_fn,
-                   continuous=bool(continuous), parameterization=parameterization,
-                   apply_kwargs=tuple(sorted(apply_kwargs.items())))
+    return ScoreFn(params=params, sde=sde, class_labels=class_labels, rngs=rngs, sigma_data=sigma_data,
+                   apply_fn=apply_fn, continuous=bool(continuous), parameterization=parameterization,
+                   apply_kwargs=tuple(sorted(apply_kwargs.items())), log_labels=log_labels)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,10 +10,11 @@ Config fields read (the one config dialect; ``sde_jax.models.get_config`` and
     seed
     sde.{name, beta_min, beta_max, sigma_min, sigma_max, N}
     data.{image_size, num_channels, centered} (images) or data.dim / the data_shape argument (vectors)
-    model.{name, parameterization, <network fields>}      (sde_jax.models.registry)
-    training.{loss ('classifier' trains a noise-conditional classifier on (x, labels) batches), batch_size, num_steps, steps_per_call, log_every, checkpoint_every, snapshot_every,
+    model.{name, parameterization, sigma_data, <network fields>}   (sde_jax.models.registry; sigma_data: 'edm')
+    training.{loss ('classifier': a noise-conditional classifier on (x, labels) batches), batch_size,
+              num_steps, steps_per_call, log_every, checkpoint_every, snapshot_every,
               num_devices, reduce_mean, likelihood_weighting, importance_sampling, eps, num_projections,
-              projection}
+              projection, p_mean, p_std (loss 'edm')}
     optim.{optimizer, lr, beta1, beta2, eps, weight_decay, warmup, decay, final_lr_ratio, grad_clip, ema_rate,
           ema_warmup}
 """
@@ -154,6 +155,8 @@ def _build_loss(config, sde, extra):
     factory = losses.LOSSES[config.training.loss]
     params = inspect.signature(factory).parameters
     options = {k: config.training[k] for k in params if k in config.training and k != "method"}
+    if "sigma_data" in params and config.model.get("sigma_data") is not None:
+        options["sigma_data"] = config.model.sigma_data   # one field, shared with the 'edm' parameterisation
     options.update(extra)
     return factory(sde, **options)
 
@@ -173,8 +176,9 @@ def _make_score_fn_factory(config, sde, model):
     if p not in ("auto", None) and p not in PARAMETERIZATIONS:
         raise ValueError(f"unknown model.parameterization {p!r}; valid names: "
                          f"{sorted(PARAMETERIZATIONS) + ['auto']}.")
+    kwargs = {"sigma_data": config.model.get("sigma_data")} if p == "edm" else {}
     factory = functools.partial(get_score_fn, sde, model, continuous=is_continuous(config),
-                                parameterization=None if p in ("auto", None) else p)
+                                parameterization=None if p in ("auto", None) else p, **kwargs)
     factory(None)   # refuses SDE/network/label combinations that cannot give a score, before any compile
     return factory
 

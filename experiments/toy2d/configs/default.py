@@ -77,6 +77,9 @@ def get_config():
     c.sampling.ode_solver = "tsit5"
     c.sampling.ode_rtol = 1e-5
     c.sampling.ode_atol = 1e-5
+    # further samplers evaluated beside pc and ode: name -> {method: <sde_jax.sample method>, <its options>},
+    # e.g. --config.sampling.samplers='{"heun": {"method": "edm_heun", "num_steps": 17}}' (see configs/edm.py)
+    c.sampling.samplers = ml_collections.ConfigDict()
 
     c.eval = ml_collections.ConfigDict()
     c.eval.num_reference_pairs = 20   # pairs of independent true samples for the energy-distance reference
