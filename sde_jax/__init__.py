@@ -15,5 +15,6 @@ from sde_jax.sdes import (
 from sde_jax.likelihood import bits_per_dim, bits_per_dim_offset, decode_latent, log_likelihood
 
 from sde_jax.samplers import annealed_langevin, mala_step, ode_sample, pc_sample, run_chain, sample, ula_step
+from sde_jax.samplers import colorize, conditional_sample, inpaint, linear_inverse
 
 __version__ = "0.1.0"

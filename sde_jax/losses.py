@@ -1,4 +1,5 @@
-"""Score-matching losses: SDE denoising score matching, SMLD/NCSN, DDPM, ISM, SSM, SSM-VR, ESM, DSM.
+"""Score-matching losses: SDE denoising score matching, SMLD/NCSN, DDPM, ISM, SSM, SSM-VR, ESM, DSM; and the
+cross-entropy of a noise-conditional classifier (for classifier guidance).
 
 Every loss is a pure function ``loss_fn(score_fn, key, batch) -> (loss, aux)``: ``score_fn`` is the model's
 score (``score_fn(x, t)`` for the time-dependent losses, ``score_fn(x)`` for the classical ones at a single
@@ -56,10 +57,12 @@ __all__ = [
     "importance_weight_normalizer",
     "sample_importance_time",
     "discrete_times",
+    "get_classifier_loss_fn",
     "edm_loss_weight",
     "edm_per_example",
     "get_edm_loss_fn",
     "LOSSES",
+    "CLASSIFIER_LOSSES",
     "get_loss_fn",
 ]
 
@@ -538,6 +541,50 @@ def get_sde_score_matching_loss_fn(sde: SDE, *, method="ssm", likelihood_weighti
 
 
 # --------------------------------------------------------------------------------------------------
+# Noise-conditional classifier (Song et al. 2021, App. I.1)
+# --------------------------------------------------------------------------------------------------
+def get_classifier_loss_fn(sde: SDE, *, eps=1e-5) -> Callable:
+    r"""Cross-entropy of a noise-conditional classifier on data noised by the SDE's kernel.
+
+    .. math::  \mathcal L = E_{t \sim U(\epsilon, T)} E_{(x_0, y)} E_z
+        \big[-\log \mathrm{softmax}(c_\phi(a(t) x_0 + s(t) z, t))_y\big],
+
+    minimised by the exact noisy-data posterior ``log p_t(y | x_t)`` (Gibbs' inequality), which is what
+    classifier guidance needs (Song et al. 2021, Eq. 14 and App. I.1).
+
+    Args:
+      sde: the forward SDE.
+      eps: smallest time.
+
+    Returns:
+      ``loss_fn(logit_fn, key, batch) -> (loss, {"loss", "accuracy", "t_mean"})`` with ``logit_fn(x, t) -> [B,
+      C]`` (:func:`sde_jax.models.get_logit_fn`) and ``batch = (x [B, ...], labels [B] int)``.
+    """
+    eps = C.check_eps(eps, sde)
+
+    def loss_fn(logit_fn, key, batch):
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            raise ValueError("the classifier loss needs batch = (x [B, ...], labels [B]).")
+        x, labels = batch
+        _check_batch_array(x)
+        if jnp.shape(labels) != jnp.shape(x)[:1]:
+            raise ValueError(f"labels must have shape [B] = {jnp.shape(x)[:1]}; got {jnp.shape(labels)}.")
+        key_t, key_z = jax.random.split(key)
+        b = x.shape[0]
+        t = jax.random.uniform(key_t, (b,), x.dtype, eps, sde.T)
+        mean, std = sde.marginal_prob(x, t)
+        xt = mean + batch_broadcast(std, x) * jax.random.normal(key_z, x.shape, x.dtype)
+        logits = logit_fn(xt, t)
+        log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        labels = labels.astype(jnp.int32)
+        loss = -jnp.mean(jnp.take_along_axis(log_p, labels[:, None], axis=-1))
+        accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
+        return loss, {"loss": loss, "accuracy": accuracy, "t_mean": jnp.mean(t)}
+
+    return loss_fn
+
+
+# --------------------------------------------------------------------------------------------------
 # EDM (Karras et al. 2022, Sec. 5 and Table 1)
 # --------------------------------------------------------------------------------------------------
 def edm_loss_weight(sigma, sigma_data):
@@ -622,12 +669,19 @@ LOSSES = {
     "ssm": functools.partial(get_sde_score_matching_loss_fn, method="ssm"),
     "ssm_vr": functools.partial(get_sde_score_matching_loss_fn, method="ssm_vr"),
     "esm": functools.partial(get_sde_score_matching_loss_fn, method="esm"),
+    "classifier": get_classifier_loss_fn,
     "edm": get_edm_loss_fn,
 }
 """Loss names (``config.training.loss``) -> ``factory(sde, **options)``; all return ``loss_fn(score_fn, key, batch)``
 with a time-dependent ``score_fn(x, t)``. ``"smld"`` and ``"ddpm"`` are the discrete losses (use a discrete
 score wrapper, ``continuous=False``). ``"edm"`` takes ``sigma_data`` from ``config.model.sigma_data`` (shared with
-the ``"edm"`` parameterisation) when built by :func:`sde_jax.training.build`."""
+the ``"edm"`` parameterisation) when built by :func:`sde_jax.training.build`. ``"classifier"`` trains a
+noise-conditional classifier: its ``loss_fn`` takes a ``logit_fn(x, t)`` and batches ``(x, labels)``
+(:data:`CLASSIFIER_LOSSES`)."""
+
+CLASSIFIER_LOSSES = ("classifier",)
+"""The losses of :data:`LOSSES` that train a classifier (``training.build`` wraps the network with
+:func:`sde_jax.models.get_logit_fn` instead of :func:`sde_jax.models.get_score_fn`)."""
 
 
 def get_loss_fn(name: str, sde: SDE, **options) -> Callable:

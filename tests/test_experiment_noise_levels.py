@@ -34,6 +34,7 @@ def test_max_pairwise_distance_is_exact():
     assert rules.max_pairwise_distance(x, chunk=64) == pytest.approx(brute, rel=1e-12)
 
 
+@pytest.mark.slow  # end to end: every figure and metric of a small run
 def test_tiny_grid_writes_table_figure_and_metrics(tmp_path):
     c = get_config()
     c.targets = ("mixture", "banana")

@@ -199,7 +199,7 @@ def test_eight_devices_equal_one_device():
 @pytest.mark.slow
 @pytest.mark.parametrize("method, kwargs", [
     ("ddim", dict(num_steps=100)), ("ddim", dict(num_steps=200, eta=1.0)), ("edm_heun", {}),
-    ("edm_stochastic", dict(num_steps=40, S_churn=20.0)), ("dpm_solver", {}), ("dpm_solver++", {}),
+    ("edm_stochastic", dict(num_steps=40, S_churn=20.0)), ("dpm_solver", dict(num_steps=12)), ("dpm_solver++", {}),
     ("dpm_solver++", dict(order=3, num_steps=29)),
 ])
 @pytest.mark.parametrize("name", SDES)

@@ -120,7 +120,8 @@ def test_unknown_names_raise_with_the_valid_list():
     cfg.model.name = "ncsnpp3"
     with pytest.raises(ValueError, match="ncsnv2_64"):
         get_model(cfg)
-    assert set(model_names()) == {"mlp", "ncsnpp", "ddpm", "ncsnv2_64", "ncsnv2_128", "ncsnv2_256"}
+    assert set(model_names()) == {"mlp", "ncsnpp", "ddpm", "ncsnv2_64", "ncsnv2_128", "ncsnv2_256", "mlp_classifier",
+                                  "wideresnet"}
 
 
 @pytest.mark.parametrize("field,value,match", [

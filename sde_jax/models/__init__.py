@@ -2,8 +2,10 @@
 turns their outputs into ``score_fn(x, t)``."""
 from sde_jax.models.embeddings import GaussianFourierProjection, sinusoidal_embedding
 from sde_jax.models.mlp import ScoreMLP
-from sde_jax.models.wrappers import PARAMETERIZATIONS, ScoreFn, get_score_fn, scales_by_sigma
-from sde_jax.models.configs import CONFIGS, config_names, get_config
+from sde_jax.models.wrappers import (PARAMETERIZATIONS, ClassifierLogProb, LogitFn, ScoreFn, classifier_log_prob,
+                                     get_logit_fn, get_score_fn, is_classifier, scales_by_sigma)
+from sde_jax.models.classifier import ClassifierMLP, WideResNet
+from sde_jax.models.configs import CLASSIFIER_CONFIGS, CONFIGS, config_names, get_config
 from sde_jax.models.ddpm import DDPM
 from sde_jax.models.ncsnpp import NCSNpp
 from sde_jax.models.ncsnv2 import NCSNv2

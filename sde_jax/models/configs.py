@@ -217,6 +217,30 @@ def _vp_ddpm_256(dataset: str, category: str | None):
     return make
 
 
+# --- noise-conditional classifiers (classifier guidance; Song et al. 2021, App. I.1) ----------------------------
+def _classifier(blocks_per_group: int = 4, channel_multiplier: int = 10):
+    """The paper's CIFAR-10 class-conditional experiment: a WRN-28-10 classifier on VE-noised data (its score
+    model is ``ve/cifar10_ncsnpp_continuous``), conditioned on ``sigma(t)``, trained with cross-entropy."""
+    c = _base(**_CIFAR, sde="vesde", continuous=True)
+    c.training.loss = "classifier"
+    c.training.eps = 1e-5
+    m = c.model
+    for k in ("dropout", "embedding_type", "parameterization"):
+        del m[k]
+    m.name = "wideresnet"
+    m.num_classes = 10
+    m.blocks_per_group = blocks_per_group
+    m.channel_multiplier = channel_multiplier
+    m.embedding_size = 128
+    m.fourier_scale = 16.0
+    m.embedding_width = 512
+    return c
+
+
+def _small_classifier():
+    return _classifier(blocks_per_group=1, channel_multiplier=2)
+
+
 # --- CPU-sized --------------------------------------------------------------------------------------------
 def _small(c):
     m = c.model
@@ -279,6 +303,13 @@ CONFIGS: dict[str, Callable[[], ml_collections.ConfigDict]] = {
     "small/ncsnv2": _small_ncsnv2,
 }
 
+CLASSIFIER_CONFIGS: dict[str, Callable[[], ml_collections.ConfigDict]] = {
+    "classifier/cifar10_wideresnet": _classifier,
+    "small/classifier": _small_classifier,
+}
+"""Noise-conditional classifier configs (``training.loss = 'classifier'``), kept apart from the score-network
+:data:`CONFIGS` (which :func:`config_names` lists); :func:`get_config` finds both."""
+
 
 def config_names(prefix: str = "") -> list[str]:
     """Names of the shipped configs, optionally those starting with ``prefix`` (e.g. ``'small/'``)."""
@@ -287,4 +318,4 @@ def config_names(prefix: str = "") -> list[str]:
 
 def get_config(name: str) -> ml_collections.ConfigDict:
     """A fresh copy of the named config; raises ``ValueError`` listing the valid names."""
-    return C.lookup(CONFIGS, name, "model config")()
+    return C.lookup({**CONFIGS, **CLASSIFIER_CONFIGS}, name, "model config")()

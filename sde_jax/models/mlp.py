@@ -43,6 +43,8 @@ class ScoreMLP(nn.Module):
       max_positions: sinusoidal embedding's longest period.
       act: activation name in :data:`ACTIVATIONS`.
       output_scale: multiplies the default init of the last layer's kernel.
+      out_dim: output width (default ``D``, a score; the classifier :class:`~sde_jax.models.ClassifierMLP`
+        sets its number of classes).
     """
 
     hidden: int = 128
@@ -54,6 +56,7 @@ class ScoreMLP(nn.Module):
     max_positions: float = 10_000.0
     act: str = "silu"
     output_scale: float = 1.0
+    out_dim: int | None = None
 
     @nn.compact
     def __call__(self, x, labels):
@@ -83,4 +86,4 @@ class ScoreMLP(nn.Module):
             u = nn.Dense(self.hidden)(act(h)) + nn.Dense(self.hidden)(act(emb))
             h = h + nn.Dense(self.hidden)(act(u))
         init = nn.initializers.variance_scaling(self.output_scale**2, "fan_in", "truncated_normal")
-        return nn.Dense(x.shape[-1], kernel_init=init)(act(h))
+        return nn.Dense(x.shape[-1] if self.out_dim is None else self.out_dim, kernel_init=init)(act(h))

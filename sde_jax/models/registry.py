@@ -1,7 +1,8 @@
 """The network registry: ``config.model.name`` -> Flax module, ``init`` from a config, parameter counting.
 
-One dict (:data:`MODELS`) maps every network name -- the toy ``"mlp"`` and the paper's ``"ncsnpp"``,
-``"ddpm"``, ``"ncsnv2_64/128/256"`` -- to a builder that reads a config; :func:`get_model` and
+One dict (:data:`MODELS`) maps every network name -- the toy ``"mlp"``, the paper's ``"ncsnpp"``,
+``"ddpm"``, ``"ncsnv2_64/128/256"`` and the noise-conditional classifiers ``"wideresnet"`` (the paper's) and
+``"mlp_classifier"`` (toy) -- to a builder that reads a config; :func:`get_model` and
 :func:`init_model` go through it, and unknown names raise an error listing the valid ones. Networks are
 turned into scores by the one factory :func:`sde_jax.models.get_score_fn`.
 
@@ -32,6 +33,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from sde_jax import _checks as C
+from sde_jax.models.classifier import ClassifierMLP, WideResNet
 from sde_jax.models.ddpm import DDPM
 from sde_jax.models.mlp import ScoreMLP
 from sde_jax.models.ncsnpp import NCSNpp
@@ -63,18 +65,26 @@ def _common(config) -> dict:
                 **_sigma_table(config))
 
 
-def _build_mlp(config) -> nn.Module:
-    """:class:`ScoreMLP` from ``config.model``: every field but ``name``/``parameterization``/``sigma_data`` must be
-    one of its attributes."""
-    allowed = {f.name for f in dataclasses.fields(ScoreMLP) if f.init and f.name not in ("parent", "name")}
+def _build_from_fields(cls, config) -> nn.Module:
+    """``cls`` from ``config.model``: every field but ``name``/``parameterization``/``sigma_data`` must be one
+    of its attributes (the toy MLPs)."""
+    allowed = {f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")}
     kwargs = {}
     for k, v in config.model.items():
         if k in _RESERVED:
             continue
         if k not in allowed:
-            raise ValueError(f"model.{k}: not a field of ScoreMLP; valid fields: {sorted(allowed)}.")
+            raise ValueError(f"model.{k}: not a field of {cls.__name__}; valid fields: {sorted(allowed)}.")
         kwargs[k] = tuple(v) if isinstance(v, list) else v
-    return ScoreMLP(**kwargs)
+    return cls(**kwargs)
+
+
+def _build_wideresnet(config) -> nn.Module:
+    m = config.model
+    return WideResNet(num_classes=int(m.num_classes), blocks_per_group=int(m.blocks_per_group),
+                      channel_multiplier=int(m.channel_multiplier), embedding_size=int(m.get("embedding_size", 128)),
+                      fourier_scale=float(m.get("fourier_scale", 16.0)),
+                      embedding_width=int(m.get("embedding_width", 512)), dtype=_dtype(m))
 
 
 def _build_ncsnpp(config) -> nn.Module:
@@ -109,7 +119,9 @@ def _build_ncsnv2(variant: str, config) -> nn.Module:
 
 
 MODELS: dict[str, Callable[[ml_collections.ConfigDict], nn.Module]] = {
-    "mlp": _build_mlp,
+    "mlp": functools.partial(_build_from_fields, ScoreMLP),
+    "mlp_classifier": functools.partial(_build_from_fields, ClassifierMLP),
+    "wideresnet": _build_wideresnet,
     "ncsnpp": _build_ncsnpp,
     "ddpm": _build_ddpm,
     **{name: functools.partial(_build_ncsnv2, name) for name in NCSNV2_VARIANTS},
@@ -166,9 +178,10 @@ def init_model(key, config: ml_collections.ConfigDict, input_shape: tuple[int, .
     x = jnp.zeros(shape, jnp.float32)
     labels = jnp.ones((shape[0],), jnp.float32)   # a valid time, level and sigma (log sigma is taken)
     kwargs = {}
-    if getattr(model, "num_classes", 0):
+    params = inspect.signature(type(model).__call__).parameters
+    if getattr(model, "num_classes", 0) and "class_labels" in params:   # class-conditional score networks
         kwargs["class_labels"] = jnp.zeros((shape[0],), jnp.int32)
-    if "train" in inspect.signature(type(model).__call__).parameters:
+    if "train" in params:
         kwargs["train"] = False
 
     def init(k):

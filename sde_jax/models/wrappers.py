@@ -29,6 +29,7 @@ import inspect
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from typing import NamedTuple
@@ -39,7 +40,8 @@ from sde_jax._pytree import pytree_dataclass, static_field
 from sde_jax.models import edm
 from sde_jax.sdes import SDE, VESDE, batch_broadcast
 
-__all__ = ["ScoreFn", "get_score_fn", "PARAMETERIZATIONS", "Parameterization", "scales_by_sigma"]
+__all__ = ["ScoreFn", "get_score_fn", "PARAMETERIZATIONS", "Parameterization", "scales_by_sigma", "is_classifier",
+           "LogitFn", "get_logit_fn", "ClassifierLogProb", "classifier_log_prob"]
 
 
 class Parameterization(NamedTuple):
@@ -237,3 +239,71 @@ def get_score_fn(sde: SDE, model, params, *, continuous: bool = True, parameteri
     return ScoreFn(params=params, sde=sde, class_labels=class_labels, rngs=rngs, sigma_data=sigma_data,
                    apply_fn=apply_fn, continuous=bool(continuous), parameterization=parameterization,
                    apply_kwargs=tuple(sorted(apply_kwargs.items())), log_labels=log_labels)
+
+
+# --------------------------------------------------------------------------------------------------
+# Noise-conditional classifiers (classifier guidance): the twin of get_score_fn for logits
+# --------------------------------------------------------------------------------------------------
+def is_classifier(model) -> bool:
+    """Whether a network (module or bound ``apply``) outputs class logits (``WideResNet``, ``ClassifierMLP``)."""
+    module, _ = _module_and_apply(model)
+    return bool(getattr(module, "is_classifier", False))
+
+
+@pytree_dataclass
+class LogitFn:
+    """``logit_fn(x, t) -> [B, num_classes]`` of a noise-conditional classifier: a pytree (params and SDE are
+    leaves), conditioned on ``sde.label_std(t)`` (``sigma(t)`` for VE, the kernel std for VP/sub-VP)."""
+
+    params: Any
+    sde: SDE
+    apply_fn: Callable = static_field(default=None)
+
+    def __call__(self, x, t):
+        check_batch(x, t)
+        logits = self.apply_fn(self.params, x, self.sde.label_std(t, continuous=True).astype(x.dtype))
+        if jnp.ndim(logits) != 2 or jnp.shape(logits)[0] != jnp.shape(x)[0]:
+            raise ValueError(f"a classifier must return logits [B, num_classes]; got shape {jnp.shape(logits)}.")
+        return logits
+
+
+def get_logit_fn(sde: SDE, model, params) -> LogitFn:
+    """``logit_fn(x, t)`` for a noise-conditional classifier (the paper's ``get_logit_fn``; its noise label is
+    ``sde.marginal_prob(x, t)[1]``, here ``sde.label_std(t)``, the same value).
+
+    Args:
+      sde: the SDE whose noised data the classifier was trained on.
+      model: a classifier module (``WideResNet``, ``ClassifierMLP``), its ``apply``, or any
+        ``apply_fn(params, x, sigma) -> logits``.
+      params: its variables.
+
+    Raises:
+      ValueError: ``model`` is one of our score networks (not a classifier).
+    """
+    if not isinstance(sde, SDE):
+        raise ValueError(f"sde must be an SDE (VESDE, VPSDE, SubVPSDE); got {type(sde).__name__}.")
+    module, apply_fn = _module_and_apply(model)
+    if module is not None and not is_classifier(module):
+        raise ValueError(f"{type(module).__name__} is not a classifier (it outputs a score); use get_score_fn, or "
+                         f"a classifier network (model.name 'wideresnet' or 'mlp_classifier').")
+    return LogitFn(params=params, sde=sde, apply_fn=apply_fn)
+
+
+@pytree_dataclass
+class ClassifierLogProb:
+    """``log_prob_y_fn(x, t, y) = log_softmax(logit_fn(x, t))[y]``: ``[B]`` (``y: [B]`` int)."""
+
+    logit_fn: Any
+
+    def __call__(self, x, t, y):
+        logits = self.logit_fn(x, t)
+        y = jnp.asarray(y)
+        if y.shape != jnp.shape(x)[:1]:
+            raise ValueError(f"y must have shape [B] = {jnp.shape(x)[:1]}; got shape {y.shape}.")
+        log_p = jax.nn.log_softmax(logits.astype(x.dtype), axis=-1)
+        return jnp.take_along_axis(log_p, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
+
+
+def classifier_log_prob(logit_fn) -> ClassifierLogProb:
+    """``log p_t(y | x)`` from ``logit_fn(x, t)``: the ``log_prob_y_fn`` of :func:`sde_jax.conditional_sample`."""
+    return ClassifierLogProb(logit_fn)

@@ -11,7 +11,7 @@ from sde_jax import _jit
 from sde_jax.samplers.correctors import get_corrector
 from sde_jax.samplers.predictors import get_predictor
 
-__all__ = ["pc_sample", "time_grid"]
+__all__ = ["pc_sample", "time_grid", "grid_levels", "check_grid"]
 
 
 def time_grid(sde, num_steps, eps, dtype=None):
@@ -25,9 +25,28 @@ def time_grid(sde, num_steps, eps, dtype=None):
     return ts, jnp.concatenate([ts[1:], jnp.zeros((1,), dtype)])
 
 
+def grid_levels(sde, ts):
+    """The discrete level of each grid time: ``N - 1 - k`` when the grid has the SDE's ``N`` points (every
+    level exactly once), else the nearest level of ``t_k`` (:meth:`SDE.time_index`)."""
+    if ts.shape[0] == sde.N:
+        return jnp.arange(sde.N - 1, -1, -1, dtype=jnp.int32)
+    return sde.time_index(ts)
+
+
+def check_grid(sde, pred, num_steps):
+    """``num_steps`` (default ``sde.N``) checked against the predictor: an int >= 1, equal to ``sde.N`` for a
+    discrete predictor, and the SDE must have what the predictor needs. Returns ``num_steps``."""
+    num_steps = sde.N if num_steps is None else C.check_int("num_steps", num_steps)
+    pred.check_sde(sde)
+    if pred.discrete and num_steps != sde.N:
+        raise ValueError(f"predictor {pred.name!r} steps through the SDE's N={sde.N} discrete levels, so "
+                         f"num_steps must equal N; got num_steps={num_steps}. Build the SDE with N={num_steps}.")
+    return num_steps
+
+
 def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corrector="langevin", snr=0.16,
               n_corrector_steps=1, num_steps=None, eps=1e-3, denoise=True, per_sample_step=False, mesh=None,
-              dtype=None) -> tuple[Float[Array, "b ..."], int]:
+              dtype=None, project=None) -> tuple[Float[Array, "b ..."], int]:
     """Sample the reverse-time SDE with a predictor-corrector loop.
 
     At each of ``num_steps`` times ``t_k = linspace(T, eps, num_steps)`` the sampler runs
@@ -71,22 +90,23 @@ def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corre
         ``data`` axis and the samples equal those drawn on one device.
       dtype: sample dtype (default: JAX's default float). 16-bit dtypes are computed in float32 and the
         samples cast (see :func:`sde_jax._jit.compute_dtype`).
+      project: optional ``project(key, x, x_mean, t) -> (x, x_mean)`` applied to the prior sample (``t = T``)
+        and after every corrector update (``t = t_k``) and predictor step (``t = t_{k+1}``), with ``t: [B]`` the
+        time the sample is at and a fresh key each call: a constraint or data-consistency step, e.g. the
+        replacement step of inpainting (:mod:`sde_jax.samplers.conditional`). A function (part of the cache
+        key) or a pytree callable (its arrays are traced).
 
     Returns:
       ``(x, nfe)``: samples ``[B, ...]`` and the number of score-function evaluations (a Python int).
     """
     shape = C.check_shape(shape)
     pred, corr = get_predictor(predictor), get_corrector(corrector)
-    num_steps = sde.N if num_steps is None else C.check_int("num_steps", num_steps)
     n_corr = C.check_int("n_corrector_steps", n_corrector_steps, minimum=0)
     if corr.nfe_per_step == 0:
         n_corr = 0
     if pred.nfe_per_step == 0 and n_corr == 0:
         raise ValueError("predictor and corrector are both 'none' (or n_corrector_steps=0): nothing to sample with.")
-    pred.check_sde(sde)
-    if pred.discrete and num_steps != sde.N:
-        raise ValueError(f"predictor {pred.name!r} steps through the SDE's N={sde.N} discrete levels, so "
-                         f"num_steps must equal N; got num_steps={num_steps}. Build the SDE with N={num_steps}.")
+    num_steps = check_grid(sde, pred, num_steps)
     eps = C.check_eps(eps, sde)
     C.check_mesh(mesh, shape[0])
     out_dtype = _jit.default_dtype(dtype)
@@ -95,27 +115,37 @@ def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corre
     options = _jit.as_leaves({k: options[k] for k in corr.options}, dtype)
     x = _pc_loop(key, _jit.as_leaves(sde, dtype, convert_arrays=True), _jit.as_leaves(score_fn, dtype),
                  _jit.as_leaves(eps, dtype), options, shape, pred, corr, n_corr, num_steps, bool(denoise), dtype,
-                 mesh)
+                 mesh, project)
     return x.astype(out_dtype), num_steps * (pred.nfe_per_step + corr.nfe_per_step * n_corr)
 
 
 @eqx.filter_jit
-def _pc_loop(key, sde, score_fn, eps, options, shape, pred, corr, n_corr, num_steps, denoise, dtype, mesh):
+def _pc_loop(key, sde, score_fn, eps, options, shape, pred, corr, n_corr, num_steps, denoise, dtype, mesh,
+             project=None):
     constrain = _jit.constrainer(mesh)
-    key_init, key_loop = jax.random.split(key)
+    if project is None:
+        key_init, key_loop = jax.random.split(key)
+    else:   # projection keys from their own stream: pc_sample's draws do not change when project is None
+        key_init, key_loop, key_project = jax.random.split(key, 3)
     x = constrain(sde.prior_sampling(key_init, shape, dtype))
     ts, t_next = time_grid(sde, num_steps, eps, dtype)
-    if num_steps == sde.N:
-        levels = jnp.arange(sde.N - 1, -1, -1, dtype=jnp.int32)
-    else:
-        levels = sde.time_index(ts)
+    levels = grid_levels(sde, ts)
     batch = shape[0]
 
+    def projected(key, x, x_mean, t):
+        x, x_mean = constrain(x), constrain(x_mean)
+        if project is None:
+            return x, x_mean
+        x, x_mean = project(key, x, x_mean, t)
+        return constrain(x), constrain(x_mean)
+
     def corrector_update(t, level):
-        def body(carry, key_j):
+        def body(carry, keys):
             x, _ = carry
-            x, x_mean = corr.step(key_j, sde, score_fn, x, t, level, **options)
-            return (constrain(x.astype(dtype)), constrain(x_mean.astype(dtype))), None
+            key_c, key_j = (keys, None) if project is None else (keys[0], keys[1])
+            x, x_mean = corr.step(key_c, sde, score_fn, x, t, level, **options)
+            x, x_mean = projected(key_j, x.astype(dtype), x_mean.astype(dtype), t)
+            return (x.astype(dtype), x_mean.astype(dtype)), None   # the carry keeps its dtype
 
         return body
 
@@ -123,12 +153,19 @@ def _pc_loop(key, sde, score_fn, eps, options, shape, pred, corr, n_corr, num_st
         x, x_mean = carry
         k, t, tn, level = inputs
         key_c, key_p = jax.random.split(jax.random.fold_in(key_loop, k))
+        keys_j = None if project is None else jax.random.split(jax.random.fold_in(key_project, k), n_corr + 1)
         t, tn, level = jnp.full((batch,), t), jnp.full((batch,), tn), jnp.full((batch,), level)
         if n_corr > 0:
-            (x, x_mean), _ = jax.lax.scan(corrector_update(t, level), (x, x_mean), jax.random.split(key_c, n_corr))
+            keys = jax.random.split(key_c, n_corr)
+            keys = keys if project is None else jnp.stack([keys, keys_j[:n_corr]], axis=1)
+            (x, x_mean), _ = jax.lax.scan(corrector_update(t, level), (x, x_mean), keys)
         if pred.nfe_per_step > 0:
             x, x_mean = pred.step(key_p, sde, score_fn, x, t, tn, level)
-        return (constrain(x.astype(dtype)), constrain(x_mean.astype(dtype))), None   # the carry keeps its dtype
+            x, x_mean = projected(None if project is None else keys_j[n_corr], x.astype(dtype),
+                                  x_mean.astype(dtype), tn)
+        return (x.astype(dtype), x_mean.astype(dtype)), None   # the carry keeps its dtype
 
+    if project is not None:   # the prior sample at T, with a key no step uses (k = num_steps)
+        x, _ = projected(jax.random.fold_in(key_project, num_steps), x, x, jnp.full((batch,), sde.T, dtype))
     (x, x_mean), _ = jax.lax.scan(step, (x, x), (jnp.arange(num_steps), ts, t_next, levels))
     return x_mean if denoise else x

@@ -4,17 +4,27 @@ A linear SDE maps a Gaussian mixture to a Gaussian mixture: component ``N(mu_k, 
 ``N(a(t) mu_k, diag(a(t)^2 sd_k^2 + s(t)^2))`` at time ``t`` (``a``, ``s`` from the SDE's perturbation kernel).
 So the perturbed density ``p_t`` and its score are known in closed form, which is what every sampler and
 likelihood test here is checked against.
+
+Conditionals are closed-form too (what the controllable-generation samplers are checked against): given some
+coordinates, observed exactly or with Gaussian noise, a diagonal mixture is again a diagonal mixture
+(:meth:`GaussianMixture.condition`); an orthogonal change of basis keeps a mixture of *isotropic* components a
+diagonal mixture (:meth:`GaussianMixture.rotate`), so a linear measurement ``y = A x`` with an SVD-structured
+``A = U diag(s) V^T`` is conditioned in the basis ``V`` exactly; and with the components as classes,
+``log p_t(k | x_t)`` is a softmax of the perturbed component log-densities
+(:meth:`GaussianMixture.perturbed_class_log_prob`).
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from sde_jax import _checks as C
 from sde_jax._pytree import pytree_dataclass
 from sde_jax._checks import check_batch
 from sde_jax.sdes import SDE
 
-__all__ = ["GaussianMixture", "NoiseConditionalScore", "PerturbedScore", "PerturbedLogProb"]
+__all__ = ["GaussianMixture", "NoiseConditionalScore", "PerturbedScore", "PerturbedLogProb", "PerturbedClassLogProb"]
 
 
 @pytree_dataclass
@@ -124,6 +134,80 @@ class GaussianMixture:
         check_batch(x, t)
         return self._component_terms(x, sde.marginal_mean_coeff(t), sde.marginal_std(t))
 
+    # -- conditionals ------------------------------------------------------------------------------------
+    def condition(self, index, y, noise_std=0.0) -> "GaussianMixture":
+        """The exact conditional of ``x`` given coordinates ``x[index] = y`` (or ``y = x[index] + noise_std z``).
+
+        For component ``k`` (diagonal, so observed and free coordinates are independent within it) Bayes' rule
+        gives the posterior weight ``w_k' ∝ w_k N(y; mu_k[index], diag(sd_k[index]^2 + noise_std^2))``; the free
+        coordinates keep their component law. With noise, each observed coordinate of component ``k`` has the
+        Gaussian posterior ``N((mu v_n + y v) / (v + v_n), v v_n / (v + v_n))``, ``v = sd_k^2``, ``v_n =
+        noise_std^2`` (Bishop 2006, Sec. 2.3.3).
+
+        Args:
+          index: ``[m]`` distinct observed coordinates (concrete ints in ``[0, d)``), ``m < d`` when noise-free.
+          y: ``[m]`` observed values (one observation; ``jax.vmap`` over ``y`` for several).
+          noise_std: scalar or ``[m]`` std of the Gaussian measurement noise (0: exact observation).
+
+        Returns:
+          noise-free: the mixture of the ``d - m`` free coordinates (in increasing coordinate order); noisy:
+          the mixture of all ``d`` coordinates.
+        """
+        index = self._check_index(index)
+        y = jnp.asarray(y, self.means.dtype)
+        if y.shape != index.shape:
+            raise ValueError(f"y must have shape [m] = {index.shape} to match index; got shape {y.shape}.")
+        noise_var = jnp.broadcast_to(jnp.asarray(noise_std, self.means.dtype) ** 2, index.shape)
+        noise_free = C.is_concrete(noise_std) and not np.any(np.asarray(noise_std))
+        if C.is_concrete(noise_std) and not noise_free and not np.all(np.asarray(noise_std) > 0):
+            raise ValueError(f"noise_std must be 0 (exact observation) or > 0 for every observed coordinate; "
+                             f"got {noise_std!r}.")
+        if noise_free and index.size == self.dim:
+            raise ValueError("condition: every coordinate is observed exactly; nothing is left to sample.")
+        mu_o, var_o = self.means[:, index], self.stds[:, index] ** 2
+        total = var_o + noise_var
+        loglik = -0.5 * jnp.sum(jnp.log(2 * jnp.pi * total) + (y - mu_o) ** 2 / total, axis=-1)
+        weights = jax.nn.softmax(jnp.log(self.weights) + loglik)
+        if noise_free:
+            free = np.setdiff1d(np.arange(self.dim), index)
+            return GaussianMixture(self.means[:, free], self.stds[:, free], weights)
+        post_mean = (mu_o * noise_var + y * var_o) / total
+        post_std = jnp.sqrt(var_o * noise_var / total)
+        return GaussianMixture(self.means.at[:, index].set(post_mean), self.stds.at[:, index].set(post_std), weights)
+
+    def rotate(self, q) -> "GaussianMixture":
+        """The law of ``x q`` (row vectors) for an orthogonal ``q: [d, d]``: means ``mu_k q``, same stds.
+
+        Exact only for *isotropic* components (``sd_k`` equal over coordinates), whose covariance ``sd_k^2 I``
+        an orthogonal map leaves unchanged; a ``ValueError`` is raised otherwise (a rotated anisotropic
+        component has a full covariance, which this diagonal class cannot hold). With ``q = V`` from an SVD
+        ``A = U diag(s) V^T`` the rotated coordinates are those a linear measurement observes.
+        """
+        q = jnp.asarray(q, self.means.dtype)
+        if q.shape != (self.dim, self.dim):
+            raise ValueError(f"q must have shape [d, d] = {(self.dim, self.dim)}; got shape {q.shape}.")
+        if C.is_concrete(q):
+            err = float(np.max(np.abs(np.asarray(q.T @ q) - np.eye(self.dim))))
+            if err > 1e-5:
+                raise ValueError(f"q must be orthogonal (q^T q = I); max |q^T q - I| = {err:.3g}.")
+        if C.is_concrete(self.stds) and not np.allclose(np.asarray(self.stds), np.asarray(self.stds[:, :1])):
+            raise ValueError("rotate needs isotropic components (equal stds over coordinates); a rotated "
+                             "anisotropic component has a full covariance.")
+        return GaussianMixture(self.means @ q, self.stds, self.weights)
+
+    def _check_index(self, index):
+        index = np.asarray(index)
+        if (index.ndim != 1 or index.size < 1 or not np.issubdtype(index.dtype, np.integer)
+                or np.any(index < 0) or np.any(index >= self.dim) or np.unique(index).size != index.size):
+            raise ValueError(f"index must be [m] distinct integers in [0, {self.dim}); got {index.tolist()}.")
+        return index
+
+    def perturbed_class_log_prob(self, sde: SDE):
+        """``log_prob_y_fn(x, t, y) -> [B]``: the exact ``log p_t(y | x)`` with the components as classes
+        (``y: [B]`` int component indices), the softmax of the perturbed component log-densities. Its gradient
+        in ``x`` is the exact classifier guidance term (Song et al. 2021, Eq. 14 and App. I)."""
+        return PerturbedClassLogProb(self, sde)
+
     def perturbed_log_prob(self, sde: SDE):
         """``log_prob_fn(x, t) -> [B]``: the exact log-density of the SDE's marginal ``p_t`` (a pytree)."""
         return PerturbedLogProb(self, sde)
@@ -179,3 +263,20 @@ class PerturbedLogProb:
     def __call__(self, x, t):
         logits, _, _ = self.mixture._perturbed_component_terms(self.sde, x, t)
         return jax.nn.logsumexp(logits, axis=-1)
+
+
+@pytree_dataclass
+class PerturbedClassLogProb:
+    """Exact ``log p_t(y | x)`` for a Gaussian mixture whose components are the classes; call as
+    ``f(x, t, y) -> [B]`` with ``y: [B]`` int."""
+
+    mixture: GaussianMixture
+    sde: SDE
+
+    def __call__(self, x, t, y):
+        logits, _, _ = self.mixture._perturbed_component_terms(self.sde, x, t)
+        y = jnp.asarray(y)
+        if y.shape != jnp.shape(x)[:1]:
+            raise ValueError(f"y must have shape [B] = {jnp.shape(x)[:1]}; got shape {y.shape}.")
+        log_post = jax.nn.log_softmax(logits, axis=-1)
+        return jnp.take_along_axis(log_post, y[:, None].astype(jnp.int32), axis=-1)[:, 0]

@@ -11,7 +11,8 @@ Config fields read (the one config dialect; ``sde_jax.models.get_config`` and
     sde.{name, beta_min, beta_max, sigma_min, sigma_max, N}
     data.{image_size, num_channels, centered} (images) or data.dim / the data_shape argument (vectors)
     model.{name, parameterization, sigma_data, <network fields>}   (sde_jax.models.registry; sigma_data: 'edm')
-    training.{loss, batch_size, num_steps, steps_per_call, log_every, checkpoint_every, snapshot_every,
+    training.{loss ('classifier': a noise-conditional classifier on (x, labels) batches), batch_size,
+              num_steps, steps_per_call, log_every, checkpoint_every, snapshot_every,
               num_devices, reduce_mean, likelihood_weighting, importance_sampling, eps, num_projections,
               projection, p_mean, p_std (loss 'edm')}
     optim.{optimizer, lr, beta1, beta2, eps, weight_decay, warmup, decay, final_lr_ratio, grad_clip, ema_rate,
@@ -29,7 +30,7 @@ from typing import Any, Callable, NamedTuple
 from sde_jax import _checks as C
 from sde_jax import losses
 from sde_jax.models import registry
-from sde_jax.models.wrappers import PARAMETERIZATIONS, get_score_fn
+from sde_jax.models.wrappers import PARAMETERIZATIONS, get_logit_fn, get_score_fn, is_classifier
 from sde_jax.parallel import check_batch_divisible, make_data_mesh
 from sde_jax.sdes import VESDE, VPSDE, SubVPSDE
 from sde_jax.training.state import OPTIMIZERS, get_optimizer
@@ -58,7 +59,8 @@ class Components(NamedTuple):
       sde: the SDE.
       model: the Flax module.
       loss_fn: ``loss_fn(score_fn, key, batch) -> (loss, aux)``.
-      make_score_fn: ``(params, rngs=None, class_labels=None) -> score_fn`` with the config's conventions.
+      make_score_fn: ``(params, rngs=None, class_labels=None) -> score_fn`` with the config's conventions (for a
+        classifier, ``training.loss = 'classifier'``: ``params -> logit_fn``, :func:`sde_jax.models.get_logit_fn`).
       tx, schedule: the optax optimizer and its learning-rate schedule.
       mesh: the data-parallel device mesh.
       train_step: the pure step ``(state, batch, key) -> (state, metrics)`` (EMA, schedule, dropout rngs).
@@ -160,6 +162,16 @@ def _build_loss(config, sde, extra):
 
 
 def _make_score_fn_factory(config, sde, model):
+    classifier_loss = config.training.loss in losses.CLASSIFIER_LOSSES
+    if classifier_loss != is_classifier(model):
+        if classifier_loss:
+            raise ValueError(f"training.loss: {config.training.loss!r} trains a classifier, but model.name "
+                             f"{config.model.name!r} is a score network; use a classifier ('wideresnet', "
+                             f"'mlp_classifier').")
+        raise ValueError(f"training.loss: {config.training.loss!r} trains a score network, but model.name "
+                         f"{config.model.name!r} is a classifier; use training.loss='classifier'.")
+    if classifier_loss:
+        return functools.partial(get_logit_fn, sde, model)
     p = config.model.get("parameterization", "auto")
     if p not in ("auto", None) and p not in PARAMETERIZATIONS:
         raise ValueError(f"unknown model.parameterization {p!r}; valid names: "
