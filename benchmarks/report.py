@@ -125,11 +125,27 @@ def _models_rows(rs):
     return rows
 
 
+def _metrics_rows(rs):
+    head = ("| case | batch | batches | devices | min ms | median ms | spread | images/s | limit images/s | ratio | "
+            "first call s | status |")
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rs:
+        t, lim, ex = r.get("timing") or {}, r.get("limit") or {}, r.get("extra") or {}
+        rows.append(f"| {r['id']} | {_f(r['batch'], '{}')} | {_f(r['num_steps'], '{}')} | "
+                    f"{(r.get('config') or {}).get('num_devices', 1)} | {_ms(t.get('min_s'))} | "
+                    f"{_ms(t.get('median_s'))} | {_f(t.get('spread'), '{:.0%}')} | {_rate(r, 'images_per_s')} | "
+                    f"{_rate(r, 'limit_images_per_s')} | {_f(r['ratio'])} | {_f(ex.get('first_call_s'), '{:.1f}')} | "
+                    f"{_status(r)} |")
+    return rows
+
+
 _GROUPS = [("sampling", "Sampling (ratio = limit time / sampler time, same NFE, batch and dtype)", _sampling_rows),
            ("training", "Training (ratio = bare forward+backward time / train-step time)", _training_rows),
            ("likelihood", "Likelihood", _likelihood_rows),
            ("compile", "Compile time and peak memory against the number of steps", _compile_rows),
-           ("models", "Image score networks (benchmarks.models_bench)", _models_rows)]
+           ("models", "Image score networks (benchmarks.models_bench)", _models_rows),
+           ("metrics", "Feature extraction for FID/KID/IS (ratio = bare feature network / extract_features)",
+            _metrics_rows)]
 
 
 def markdown(doc: dict) -> str:

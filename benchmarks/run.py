@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
 
     import jax
 
-    from benchmarks import cases, compile_cases, train_cases
+    from benchmarks import cases, compile_cases, metrics_cases, train_cases
     from benchmarks.common import Context, guarded, record
     from benchmarks.networks import build_network
     from benchmarks.report import check_targets, markdown
@@ -94,6 +94,7 @@ def main(argv=None) -> dict:
     cases.run_likelihood(ctx, net, p)
     train_cases.run_training(ctx, net, p)
     compile_cases.run_compile(ctx, net, p)
+    metrics_cases.run_metrics(ctx, p)
 
     extra_p = dict(pc_batches=p["extra_batches"], pc_batch_steps=p["extra_steps"],
                    pc_pairs=[("euler_maruyama", "none")], pairs_batch=p["extra_batches"][-1],

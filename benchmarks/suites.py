@@ -14,6 +14,7 @@ SUITES = {
         ula_batches=[8], ula_batch_steps=10,
         train_batches=[8], train_k=[2],
         compile_steps=[10, 100], compile_trials=1, compile_batch=8, compile_entry_points=["ula"],
+        metrics=dict(network="tiny-cnn", batches=[8], num_batches=2),
     ),
     "quick": dict(
         network="mlp", repeats=5, min_repeats=3, max_spread=0.2, retries=1, budget_s=3.0,
@@ -49,9 +50,11 @@ SUITES = {
         compile_steps=[100, 1000, 10000], compile_trials=2, compile_batch=256,
         models=dict(config="small/ncsnpp", batch_sizes=[1, 8]),
         extra_batches=[1, 8, 32], extra_steps=100,
+        metrics=dict(network="inception", batches=[200], num_batches=2),
     ),
 }
 """Suite name -> parameters. ``network``: the default network spec; ``repeats``/``min_repeats``/``budget_s``:
 timed calls per program (fewer for long cases, never below ``min_repeats``); ``max_spread``/``retries``:
-the stability gate. Other keys are read by the case runners (``cases``, ``train_cases``, ``compile_cases``);
+the stability gate. Other keys are read by the case runners (``cases``, ``train_cases``, ``compile_cases``,
+``metrics_cases``: ``metrics`` = feature network, batch sizes and batches per call of extract_features);
 ``extra_*`` size the sampling cases of networks given with ``--network``."""

@@ -39,7 +39,7 @@ def test_smoke_json_schema(smoke):
     assert MACHINE_KEYS <= set(saved["machine"])
     assert saved["machine"]["versions"]["jax"] and saved["machine"]["cpu_count"] >= 1
     recs = saved["records"]
-    assert {r["group"] for r in recs} == {"sampling", "training", "compile"}
+    assert {r["group"] for r in recs} == {"sampling", "training", "compile", "metrics"}
     assert len({r["id"] for r in recs}) == len(recs)
     for r in recs:
         assert RECORD_KEYS <= set(r), r["id"]
@@ -62,6 +62,9 @@ def test_smoke_ratios_and_timings(smoke):
         if r["group"] == "sampling":
             assert r["nfe"] == r["limit"]["nfe"] and _positive(r["throughput"]["samples_per_s"])
             assert r["extra"]["limit_output_finite"]
+    (feat,) = [r for r in doc["records"] if r["group"] == "metrics"]    # extract_features vs bare network
+    assert _positive(feat["ratio"]) and _positive(feat["throughput"]["images_per_s"])
+    assert feat["extra"]["features_finite"] and _positive(feat["limit"]["min_s"])
     (comp,) = [r for r in doc["records"] if r["group"] == "compile"]
     assert set(comp["extra"]["compile_s_by_steps"]) == {"10", "100"}
     assert all(_positive(v) for v in comp["extra"]["peak_bytes_by_steps"].values())
@@ -70,7 +73,7 @@ def test_smoke_ratios_and_timings(smoke):
 def test_smoke_markdown(smoke):
     out, doc = smoke
     md = (out / "benchmarks.md").read_text()
-    assert "## Sampling" in md and "## Training" in md and "## Targets" in md
+    assert "## Sampling" in md and "## Training" in md and "## Targets" in md and "## Feature extraction" in md
     assert all(r["id"] in md for r in doc["records"])
 
 

@@ -29,10 +29,19 @@ import ml_collections
 
 from sde_jax import _checks as C
 
-__all__ = ["CONFIGS", "get_config", "config_names"]
+__all__ = ["CONFIGS", "get_config", "config_names", "paper_optim"]
 
 
 _DISCRETE_LOSS = {"vesde": "smld", "vpsde": "ddpm"}
+
+
+def paper_optim(ema_rate: float = 0.999) -> ml_collections.ConfigDict:
+    """The paper's optimiser as a ``config.optim`` section (score_sde ``configs/default_*_configs.py``,
+    ``losses.optimization_manager``): Adam with lr 2e-4, beta1 0.9, beta2 0.999, eps 1e-8, no weight decay,
+    5000 linear warm-up steps, global-norm clipping at 1; EMA at ``ema_rate`` without warm-up."""
+    return ml_collections.ConfigDict(dict(optimizer="adam", lr=2e-4, beta1=0.9, beta2=0.999, eps=1e-8,
+                                          weight_decay=0.0, warmup=5000, grad_clip=1.0, ema_rate=ema_rate,
+                                          ema_warmup=False))
 
 
 def _base(dataset: str, image_size: int, sde: str, continuous: bool, *, centered: bool = False,
@@ -50,9 +59,7 @@ def _base(dataset: str, image_size: int, sde: str, continuous: bool, *, centered
                                             centered=centered))
     c.model = ml_collections.ConfigDict(dict(dropout=dropout, embedding_type="fourier", num_classes=0,
                                              dtype="float32", remat=False, parameterization="auto"))
-    c.optim = ml_collections.ConfigDict(dict(optimizer="adam", lr=2e-4, beta1=0.9, beta2=0.999, eps=1e-8,
-                                             weight_decay=0.0, warmup=5000, grad_clip=1.0, ema_rate=0.999,
-                                             ema_warmup=False))
+    c.optim = paper_optim()
     return c
 
 

@@ -18,9 +18,24 @@ ncsnv2_256     129..256                 ... plus one more (2,down,1) stage
 =============  =====================  ===================================================
 
 ("down" with dilation > 1 keeps the resolution.)
+
+Conventions that differ between the paper's JAX code and its PyTorch port (and the original NCSNv2 code) are
+options, defaulting to the JAX code's, so that a network computes what it computed when it was trained:
+
+* ``align_corners``: bilinear resizing in the refine blocks with corners aligned (PyTorch) instead of
+  half-pixel centres (JAX, ``jax.image.resize``); see :mod:`sde_jax.models.refinenet`.
+* ``unbiased_channel_var``: InstanceNorm++ uses the unbiased (``C - 1``) variance of the channel means
+  (PyTorch, ``torch.var``) instead of the biased one (JAX, ``jnp.var``); see
+  :mod:`sde_jax.models.normalization`.
+* ``refine_mults``: refine-block widths (multiples of ``nf``, deepest first) when they differ from the
+  variant's; the paper's JAX ``ncsnv2_64`` uses ``(2, 2, 2, 1)`` where the PyTorch port and NCSNv2 use
+  ``(2, 2, 1, 1)`` (the default, whose parameter count the tests pin).
+
+:func:`sde_jax.models.config_for_source` sets them for checkpoints of either codebase.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -47,7 +62,9 @@ class NCSNv2(nn.Module):
 
     Attributes: variant ('ncsnv2_64' | 'ncsnv2_128' | 'ncsnv2_256'), nf, normalization ('InstanceNorm++',
     'InstanceNorm', 'VarianceNorm', 'GroupNorm'), nonlinearity ('elu'), interpolation ('bilinear' |
-    'nearest_neighbor'), centered, sigma_min, sigma_max, num_scales, dtype, remat.
+    'nearest_neighbor'), centered, sigma_min, sigma_max, num_scales, dtype, remat; the source-code
+    conventions ``align_corners``, ``unbiased_channel_var`` (InstanceNorm++ only) and ``refine_mults``
+    (``None``: the variant's) of the module docstring.
     """
 
     scale_by_sigma: ClassVar[bool] = True   # the output is divided by the level's sigma (always)
@@ -62,6 +79,9 @@ class NCSNv2(nn.Module):
     num_scales: int = 232
     dtype: Any = None
     remat: bool = False
+    align_corners: bool = False
+    unbiased_channel_var: bool = False
+    refine_mults: tuple[int, ...] | None = None
 
     @nn.compact
     def __call__(self, x, labels, train: bool = False):
@@ -71,10 +91,20 @@ class NCSNv2(nn.Module):
         if self.variant not in NCSNV2_VARIANTS:
             raise ValueError(f"Unknown NCSNv2 variant {self.variant!r}; valid: {sorted(NCSNV2_VARIANTS)}.")
         stages, refine_mults = NCSNV2_VARIANTS[self.variant]
+        if self.refine_mults is not None:
+            if len(self.refine_mults) != len(refine_mults) or min(self.refine_mults) < 1:
+                raise ValueError(f"refine_mults must be {len(refine_mults)} positive integers for {self.variant}; "
+                                 f"got {self.refine_mults}.")
+            refine_mults = tuple(self.refine_mults)
         num_down = sum(1 for _, down, dil in stages if down and dil == 1)
         check_image_input(x, labels, num_down + 1, "NCSNv2")
         act = get_act(self.nonlinearity)
         norm = get_normalization(self.normalization)
+        if self.unbiased_channel_var:
+            if self.normalization != "InstanceNorm++":
+                raise ValueError("unbiased_channel_var applies to normalization='InstanceNorm++' only; got "
+                                 f"{self.normalization!r}.")
+            norm = functools.partial(norm, unbiased_channel_var=True)
         dtype = self.dtype or jnp.float32
         nf = self.nf
         block_cls = nn.remat(ResidualBlock) if self.remat else ResidualBlock
@@ -96,7 +126,8 @@ class NCSNv2(nn.Module):
             layer = layers[n - 1 - k]
             inputs = [layer] if ref is None else [layer, ref]
             ref = refine_cls(tuple(layer.shape[1:3]), mult * nf, act=act, interpolation=self.interpolation,
-                             end=(k == n - 1), dtype=dtype, name=f"RefineBlock_{k}")(inputs)
+                             end=(k == n - 1), align_corners=self.align_corners, dtype=dtype,
+                             name=f"RefineBlock_{k}")(inputs)
 
         h = act(norm(dtype=dtype)(ref))
         h = NCSNConv(x.shape[-1], dtype=dtype)(h).astype(jnp.float32)

@@ -6,7 +6,9 @@ statistic crosses the batch. With ``mu_c, s_c^2`` the spatial mean and variance 
 * ``InstanceNorm``:   ``y = gamma_c (x - mu_c) / sqrt(s_c^2 + 1e-5) + beta_c``.
 * ``InstanceNorm++``: ``y = gamma_c [ (x - mu_c) / sqrt(s_c^2 + 1e-5) + alpha_c m_c ] + beta_c`` with
   ``m_c = (mu_c - mean_c' mu_c') / sqrt(var_c' mu_c' + 1e-5)`` (Song & Ermon 2019, Eq. (7)), which keeps
-  the information on the relative channel means that instance norm drops.
+  the information on the relative channel means that instance norm drops. ``var_c'`` is the biased variance
+  of the ``C`` channel means (the paper's JAX code, ``jnp.var``); ``unbiased_channel_var=True`` divides by
+  ``C - 1`` instead, as the PyTorch port and the original NCSNv2 code (``torch.var``) do.
 * ``VarianceNorm``:   ``y = gamma_c x / sqrt(s_c^2 + 1e-5)`` (no centring).
 * ``GroupNorm``:      Flax GroupNorm with 32 groups (eps 1e-6).
 
@@ -70,6 +72,7 @@ class InstanceNorm2d(nn.Module):
 
 class InstanceNorm2dPlus(nn.Module):
     bias: bool = True
+    unbiased_channel_var: bool = False   # True: torch.var convention (C - 1) for the variance of channel means
     dtype: Any = None
 
     @nn.compact
@@ -78,7 +81,7 @@ class InstanceNorm2dPlus(nn.Module):
         mean, var = _moments(x)
         means = mean[:, 0, 0, :]                                      # [B, C]
         m = jnp.mean(means, axis=-1, keepdims=True)
-        v = jnp.var(means, axis=-1, keepdims=True)
+        v = jnp.var(means, axis=-1, keepdims=True, ddof=1 if self.unbiased_channel_var else 0)
         means_plus = (means - m) / jnp.sqrt(v + 1e-5)
         h = (_f32(x) - mean) / jnp.sqrt(var + 1e-5)
         h = h + means_plus[:, None, None, :] * self.param("alpha", _scale_init, (1, 1, 1, c))

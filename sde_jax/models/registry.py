@@ -101,7 +101,11 @@ def _build_ddpm(config) -> nn.Module:
 def _build_ncsnv2(variant: str, config) -> nn.Module:
     m = config.model
     return NCSNv2(variant=variant, nf=m.nf, normalization=m.normalization, nonlinearity=m.nonlinearity,
-                  interpolation=m.get("interpolation", "bilinear"), **_common(config))
+                  interpolation=m.get("interpolation", "bilinear"), **_common(config),
+                  # source-code conventions (issue 13; sde_jax.models.config_for_source sets them)
+                  align_corners=bool(m.get("align_corners", False)),
+                  unbiased_channel_var=bool(m.get("unbiased_channel_var", False)),
+                  refine_mults=None if m.get("refine_mults") is None else tuple(m.refine_mults))
 
 
 MODELS: dict[str, Callable[[ml_collections.ConfigDict], nn.Module]] = {

@@ -20,9 +20,14 @@ def _check_pair(x, y):
         raise ValueError(f"need at least 2 samples in each set; got {jnp.shape(x)[0]} and {jnp.shape(y)[0]}.")
 
 
+def squared_distances(a, b, precision=None):
+    """``|a_i - b_j|^2: [n, m]`` for ``a: [n, d]``, ``b: [m, d]`` (one matrix product; clipped at 0)."""
+    d2 = jnp.sum(a**2, -1)[:, None] + jnp.sum(b**2, -1)[None, :] - 2.0 * jnp.dot(a, b.T, precision=precision)
+    return jnp.maximum(d2, 0.0)
+
+
 def _pairwise_dist(a, b):
-    d2 = jnp.sum(a**2, -1)[:, None] + jnp.sum(b**2, -1)[None, :] - 2.0 * a @ b.T
-    return jnp.sqrt(jnp.maximum(d2, 0.0))
+    return jnp.sqrt(squared_distances(a, b))
 
 
 def _offdiag_mean(k):
