@@ -172,18 +172,19 @@ def restore_ema(run: Run):
 
 
 def _load_converted(run: Run, directory: str):
-    """INTEGRATION POINT (issue 13): a checkpoint converted with ``python -m sde_jax.models.convert`` (an orbax
-    TrainState + config.json) loaded with ``sde_jax.models.load_variables(directory, config)``."""
+    """A checkpoint converted with ``python -m sde_jax.models.convert`` (an orbax TrainState + config.json), its
+    EMA weights read by :func:`sde_jax.models.load_variables` for this run's config; the step is the one the
+    conversion recorded (0 if none)."""
     from sde_jax import models
+    from sde_jax.models.convert import INFO_FILE
 
-    load = getattr(models, "load_variables", None)
-    if load is None:
-        raise NotImplementedError("eval.checkpoint_dir needs sde_jax.models.load_variables (checkpoint import, "
-                                  "issue 13), which this installation does not have yet.")
-    variables = load(directory, run.config)
+    variables = models.load_variables(directory, run.config)
     variables = jax.device_put(variables, replicated_sharding(run.mesh))
-    step = int(os.path.basename(os.path.normpath(directory)).split("_")[-1]) if \
-        os.path.basename(os.path.normpath(directory)).split("_")[-1].isdigit() else 0
+    step = 0
+    info = os.path.join(directory, INFO_FILE)
+    if os.path.exists(info):
+        with open(info) as f:
+            step = int(json.load(f).get("step", 0) or 0)
     return variables, step
 
 
@@ -409,14 +410,45 @@ def classifier_metrics(run: Run, samples: np.ndarray) -> dict:
                           f"({int(ev.classifier_steps)} steps); not an Inception network: not comparable to IS/FID"}
 
 
-def sample_metrics(run: Run, samples: np.ndarray) -> dict | None:
-    """INTEGRATION POINT (issue 12): FID/KID/IS of the samples with ``sde_jax.metrics.evaluate_samples`` (for the
-    CPU configs in the feature space of the small classifier). ``None`` until that API exists."""
+def feature_extractor(run: Run):
+    """The feature network of the sample metrics: the FID Inception when ``eval.inception_weights`` (or
+    ``$SDE_JAX_INCEPTION_WEIGHTS``) names its weights file, else, for the CPU configs (``eval.classifier_steps >
+    0``), the small classifier of the run's own data set (results named ``fd_<data>_cnn``, ``kd_...``: not FID)."""
     from sde_jax import metrics
 
-    if not hasattr(metrics, "evaluate_samples"):
+    ev = run.config.eval
+    path = ev.get("inception_weights", "") or os.environ.get(metrics.INCEPTION_ENV_VAR, "")
+    if path:
+        return metrics.load_inception(path)
+    if int(ev.classifier_steps) > 0:
+        clf = clf_lib.load_or_train(run.config, os.path.join(run.workdir, CLASSIFIER_DIR),
+                                    steps=int(ev.classifier_steps), write=is_main_process())
+        return metrics.FeatureExtractor.from_flax(f"{run.config.data.name or run.config.data.source}_cnn",
+                                                   clf.model, clf.params, features=1, logits=0)
+    return None
+
+
+def sample_metrics(run: Run, samples: np.ndarray, *, progress: bool = True) -> dict | None:
+    """FID/KID/IS/precision-recall of the samples (:func:`sde_jax.metrics.evaluate_samples`) against the train
+    split (statistics cached in ``DIR/eval/reference_<network>.npz``, or ``eval.reference_stats``, a statistics
+    file), in the space of :func:`feature_extractor`; ``None`` when there is no feature network."""
+    from sde_jax import metrics
+
+    extractor = feature_extractor(run)
+    if extractor is None:
+        logging.warning("No sample metrics: set eval.inception_weights (or $%s) to the FID Inception weights file.",
+                        metrics.INCEPTION_ENV_VAR)
         return None
-    return None   # wired when issue 12 lands (see the report of issue 11)
+    ev, d = run.config.eval, run.config.data
+    reference = ev.get("reference_stats", "")
+    if not reference:
+        cache = os.path.join(run.workdir, EVAL_DIR, f"reference_{extractor.name}.npz") if is_main_process() else None
+        max_ref = int(ev.get("reference_num_examples", 0) or 0) or None
+        reference = metrics.reference_stats(cache, lambda: D.load_images(d, d.train_split, max_examples=max_ref)
+                                            .images, extractor, batch_size=int(ev.batch_size), progress=progress)
+    return metrics.evaluate_samples(samples, reference, extractor, batch_size=int(ev.batch_size),
+                                    progress=progress and is_main_process(),
+                                    kid_subset_size=min(1000, len(samples)))
 
 
 def evaluate(config, workdir: str, *, progress: bool = True) -> dict:
@@ -437,7 +469,7 @@ def evaluate(config, workdir: str, *, progress: bool = True) -> dict:
                               "sampler": config.sampling.to_dict()}
         if int(ev.classifier_steps) > 0:
             metrics["classifier"] = classifier_metrics(run, samples)
-        extra = sample_metrics(run, samples) if ev.get("sample_metrics", False) else None
+        extra = sample_metrics(run, samples, progress=progress) if ev.get("sample_metrics", False) else None
         if extra is not None:
             metrics["sample_metrics"] = extra
     metrics["wall_seconds"] = time.perf_counter() - t0

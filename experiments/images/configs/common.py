@@ -48,7 +48,11 @@ def experiment_fields(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict
         bpd_num_repeats=5, bpd_dequantization="uniform", bpd_solver="dopri5", bpd_rtol=1e-5, bpd_atol=1e-5,
         bpd_eps=1e-5, bpd_num_probes=1,
         classifier_steps=0,            # > 0: train the small data-set classifier (CPU configs) and score samples
-        sample_metrics=True))          # FID/KID/IS (sde_jax.metrics) when available
+        sample_metrics=True,           # FID/KID/IS/precision-recall of the samples (sde_jax.metrics)
+        inception_weights="",          # the FID Inception weights file ('' : $SDE_JAX_INCEPTION_WEIGHTS; none:
+                                       # the small classifier's features on the CPU configs, else no metrics)
+        reference_stats="",            # a statistics file of the reference set ('': the train split, cached)
+        reference_num_examples=0))     # 0: the whole train split
     return c
 
 
