@@ -214,9 +214,8 @@ def _segment_end(step: int, num_steps: int, *everies) -> int:
 
 
 def _eval_batch_size(run: Run) -> int:
-    t, n_dev = run.config.training, run.mesh.size
-    b = int(t.get("eval_batch_size", 0) or 0) or int(t.batch_size)
-    return b
+    t = run.config.training
+    return int(t.get("eval_batch_size", 0) or 0) or int(t.batch_size)
 
 
 def train(config, workdir: str, *, progress: bool = True) -> dict:

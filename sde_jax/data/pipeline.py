@@ -27,7 +27,6 @@ image array ``x: [B, H, W, C]`` in model space (:func:`~sde_jax.data.preprocess.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import jax
@@ -280,7 +279,3 @@ def device_batches(d, split: str, batch_size: int, mesh: Mesh | None, *, with_la
                          uniform_dequantization=bool(train and d.get("uniform_dequantization", False)),
                          random_flip=bool(train and d.get("random_flip", False)), with_labels=bool(with_labels),
                          layout=layout, mesh=mesh)
-
-
-def num_batches(n: int, batch_size: int) -> int:
-    return math.ceil(n / batch_size)
