@@ -1,7 +1,7 @@
 """sde_jax: score-based generative modelling through SDEs in JAX/Flax."""
 from sde_jax import models
 from sde_jax import losses, training
-from sde_jax import flow, metrics, parallel, samplers, toy
+from sde_jax import data, flow, metrics, parallel, samplers, toy
 from sde_jax.sdes import (
     SDE,
     VESDE,

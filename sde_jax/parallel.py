@@ -6,11 +6,13 @@ function do not depend on how the batch is sharded, so results on 1 and N device
 """
 from __future__ import annotations
 
+import os
+
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 __all__ = ["DATA_AXIS", "make_data_mesh", "batch_sharding", "replicated_sharding", "check_batch_divisible",
-           "shard_batch"]
+           "shard_batch", "initialize_distributed", "is_main_process", "MULTIHOST_ENV"]
 
 DATA_AXIS = "data"
 
@@ -51,3 +53,48 @@ def shard_batch(x, mesh: Mesh):
     for leaf in jax.tree.leaves(x):
         check_batch_divisible(leaf.shape[0], mesh)
     return jax.device_put(x, batch_sharding(mesh))
+
+
+MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
+                 "MEGASCALE_COORDINATOR_ADDRESS")
+"""Environment variables through which a multi-process launch announces itself (``jax.distributed`` reads them:
+an explicit coordinator, SLURM, Open MPI, a Cloud TPU pod)."""
+
+
+def _launched_on_several_processes() -> bool:
+    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        return True
+    for var in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+        if int(os.environ.get(var, "1") or 1) > 1:
+            return True
+    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+    return len([h for h in hosts.split(",") if h]) > 1
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, *, force: bool = False) -> bool:
+    """Start JAX's multi-process runtime (``jax.distributed.initialize``) when this is a multi-process launch.
+
+    Call it first, before anything touches a device. It initialises when ``coordinator_address`` is given (with
+    ``num_processes`` and ``process_id``, e.g. two processes on ``127.0.0.1:PORT``), when ``force`` is set, or
+    when the environment shows a multi-process launch (:data:`MULTIHOST_ENV`: SLURM with several tasks, Open
+    MPI, a Cloud TPU pod, ``JAX_COORDINATOR_ADDRESS``); there ``jax.distributed.initialize()`` finds the
+    coordinator, the process count and the process index by itself. A single process is left alone. On the CPU
+    platform the cross-process collectives are set to gloo.
+
+    Returns:
+      Whether the multi-process runtime was initialised by this call.
+    """
+    if coordinator_address is None and not force and not _launched_on_several_processes():
+        return False
+    if (os.environ.get("JAX_PLATFORMS") or jax.config.jax_platforms or "").split(",")[0] == "cpu":
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs = {k: v for k, v in (("coordinator_address", coordinator_address), ("num_processes", num_processes),
+                                ("process_id", process_id)) if v is not None}
+    jax.distributed.initialize(**kwargs)
+    return True
+
+
+def is_main_process() -> bool:
+    """Process 0 writes logs, images and metrics; every process takes part in computing them."""
+    return jax.process_index() == 0

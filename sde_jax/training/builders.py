@@ -36,8 +36,8 @@ from sde_jax.sdes import VESDE, VPSDE, SubVPSDE
 from sde_jax.training.state import OPTIMIZERS, get_optimizer
 from sde_jax.training.step import make_train_step
 
-__all__ = ["SDES", "DISCRETE_LOSSES", "PROJECTIONS", "Components", "build", "build_sde", "is_continuous",
-           "check_workdir"]
+__all__ = ["SDES", "DISCRETE_LOSSES", "PROJECTIONS", "CONDITIONAL_LOSSES", "Components", "build", "build_sde",
+           "is_continuous", "check_workdir", "class_conditional_loss"]
 
 SDES = {
     "vesde": (VESDE, ("sigma_min", "sigma_max", "N")),
@@ -51,6 +51,9 @@ DISCRETE_LOSSES = {"smld": VESDE, "ddpm": VPSDE}
 
 PROJECTIONS = ("gaussian", "rademacher")
 
+CONDITIONAL_LOSSES = ("dsm", "smld", "ddpm")
+"""Losses that evaluate the score on the whole batch at once, so a batch of class labels can ride along."""
+
 
 class Components(NamedTuple):
     """The pieces of a run built from a config.
@@ -58,7 +61,8 @@ class Components(NamedTuple):
     Attributes:
       sde: the SDE.
       model: the Flax module.
-      loss_fn: ``loss_fn(score_fn, key, batch) -> (loss, aux)``.
+      loss_fn: ``loss_fn(score_fn, key, batch) -> (loss, aux)``; with ``model.num_classes > 0`` batches are
+        ``{"image", "label"}`` dicts (:func:`class_conditional_loss`).
       make_score_fn: ``(params, rngs=None, class_labels=None) -> score_fn`` with the config's conventions (for a
         classifier, ``training.loss = 'classifier'``: ``params -> logit_fn``, :func:`sde_jax.models.get_logit_fn`).
       tx, schedule: the optax optimizer and its learning-rate schedule.
@@ -141,6 +145,16 @@ def _check_training(config, sde):
         _float(config, "training.eps", 0.0, sde.T, lo_open=True)
 
 
+def class_conditional_loss(loss_fn: Callable) -> Callable:
+    """A loss over batches ``{"image": x [B, ...], "label": y [B]}`` for a class-conditional network: the score
+    function (a :class:`~sde_jax.models.ScoreFn`) is given the labels ``y`` and ``loss_fn`` sees ``x``."""
+
+    def loss(score_fn, key, batch):
+        return loss_fn(score_fn.replace(class_labels=batch["label"]), key, batch["image"])
+
+    return loss
+
+
 def _check_optim(config):
     o = config.optim
     C.lookup(OPTIMIZERS, o.optimizer, "optim.optimizer")
@@ -212,6 +226,11 @@ def build(config, workdir: str | None = None, *, data_shape=None, loss_extra=Non
     make_score_fn = _make_score_fn_factory(config, sde, model)
     extra = loss_extra(sde) if callable(loss_extra) else dict(loss_extra or {})
     loss_fn = _build_loss(config, sde, extra)
+    if int(config.model.get("num_classes", 0) or 0) > 0:
+        if config.training.loss not in CONDITIONAL_LOSSES:
+            raise ValueError(f"training.loss: a class-conditional network (model.num_classes > 0) trains with "
+                             f"{list(CONDITIONAL_LOSSES)}; got {config.training.loss!r}.")
+        loss_fn = class_conditional_loss(loss_fn)
     try:
         tx, schedule = get_optimizer(config.optim, config.training.num_steps)
     except ValueError as e:
