@@ -78,10 +78,11 @@ def train_case(ctx: Context, net: Network, *, case_id: str, batch: int, steps_pe
     else:
         data_key, loss_key = jax.random.key(7), jax.random.key(8)
         train_fn = s.training.make_train_fn(s.train_step, s.batch_fn, k)
-        compiled = aot_compile(None, holder[0], data_key, loss_key, jitted=train_fn)
+        data = train_fn.data_arrays
+        compiled = aot_compile(None, holder[0], data_key, loss_key, data, jitted=train_fn.jitted)
 
         def run():
-            holder[0], metrics = compiled(holder[0], data_key, loss_key)
+            holder[0], metrics = compiled(holder[0], data_key, loss_key, data)
             return holder[0]
 
         lim_fn, lim_args = fwd_bwd_limit(net.apply, k), (net.params, s.data(), labels)

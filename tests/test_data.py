@@ -225,7 +225,7 @@ def test_pytree_batch_fn_is_an_argument_not_a_constant_of_the_train_program(tmp_
     text = jax.jit(lambda s: jax.lax.scan(lambda c, _: (c + jnp.sum(batches(jax.random.key(0), 0)), None), s, None,
                                           length=1)).lower(jnp.zeros(())).as_text()
     assert len(text) > 1_000_000                                             # a closure embeds the data...
-    jitted, arrays = train_fn.args
+    jitted, arrays = train_fn.jitted, train_fn.data_arrays
     lowered = jitted.lower(state0, jax.random.key(0), jax.random.key(1), arrays)
     assert len(lowered.as_text()) < 100_000                                  # ...the pytree batch_fn does not
     state, metrics = train_fn(state0, jax.random.key(0), jax.random.key(1))

@@ -226,7 +226,7 @@ def build(config, workdir: str | None = None, *, data_shape=None, loss_extra=Non
     make_score_fn = _make_score_fn_factory(config, sde, model)
     extra = loss_extra(sde) if callable(loss_extra) else dict(loss_extra or {})
     loss_fn = _build_loss(config, sde, extra)
-    if int(config.model.get("num_classes", 0) or 0) > 0:
+    if int(config.model.get("num_classes", 0) or 0) > 0 and not is_classifier(model):
         if config.training.loss not in CONDITIONAL_LOSSES:
             raise ValueError(f"training.loss: a class-conditional network (model.num_classes > 0) trains with "
                              f"{list(CONDITIONAL_LOSSES)}; got {config.training.loss!r}.")

@@ -14,7 +14,6 @@ noise too but would make the result depend on the device count.)
 """
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import equinox as eqx
@@ -122,11 +121,22 @@ def make_train_fn(train_step: Callable, batch_fn: Callable, num_steps: int, mesh
         data_shardings = jax.tree.map(lambda a: a.sharding, data_arrays)
         jitted = jax.jit(train_fn, in_shardings=(rep, rep, rep, data_shardings), out_shardings=(rep, rep),
                          donate_argnums=(0,))
-    return functools.partial(_call_with, jitted, data_arrays)
+    return _TrainFn(jitted, data_arrays)
 
 
-def _call_with(jitted, data_arrays, state, data_key, loss_key):
-    return jitted(state, data_key, loss_key, data_arrays)
+class _TrainFn:
+    """``train_fn(state, data_key, loss_key)``: ``jitted(state, data_key, loss_key, data_arrays)``, the jitted
+    program with the batch function's arrays as its last argument (``jitted`` and ``data_arrays`` are public for
+    ahead-of-time compilation; ``_cache_size`` as on the jitted function, for recompilation checks)."""
+
+    def __init__(self, jitted, data_arrays):
+        self.jitted, self.data_arrays = jitted, data_arrays
+
+    def __call__(self, state, data_key, loss_key):
+        return self.jitted(state, data_key, loss_key, self.data_arrays)
+
+    def _cache_size(self):
+        return self.jitted._cache_size()
 
 
 def sampler_batch_fn(sample_fn: Callable, batch_size: int) -> Callable:
