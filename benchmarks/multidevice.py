@@ -50,13 +50,14 @@ def main(argv=None):
         rep = replicated_sharding(mesh)
         keys = jax.device_put((jax.random.key(7), jax.random.key(8)), rep)
         train_fn = s.training.make_train_fn(s.train_step, s.batch_fn, k, mesh)
-        compiled = aot_compile(None, jax.device_put(s.state(), rep), *keys, jitted=train_fn)
-        state, metrics = compiled(jax.device_put(s.state(), rep), *keys)
+        data = jax.device_put(train_fn.data_arrays, rep)
+        compiled = aot_compile(None, jax.device_put(s.state(), rep), *keys, data, jitted=train_fn.jitted)
+        state, metrics = compiled(jax.device_put(s.state(), rep), *keys, data)
         finals[n] = (jax.device_get(state.params), np.asarray(metrics["loss"]))
         holder = [jax.device_put(s.state(), rep)]
 
-        def run(holder=holder, compiled=compiled, keys=keys):
-            holder[0], _ = compiled(holder[0], *keys)
+        def run(holder=holder, compiled=compiled, keys=keys, data=data):
+            holder[0], _ = compiled(holder[0], *keys, data)
             return holder[0]
 
         sums, status, note = measure(ctx, {"run": run})

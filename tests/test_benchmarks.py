@@ -101,3 +101,23 @@ def test_readme_summary_reports_each_run_and_the_median(smoke):
     r1 = next(r for r in doc["records"] if r["id"] == timed[1]["id"])
     assert f"{r1['ratio']:.2f} / unstable / {r1['ratio']:.2f}" in rows[r1["id"]]
     assert "3 run(s)" in table and "Compile-time growth" in table
+
+
+@pytest.mark.slow
+def test_multidevice_subprocess_runs_and_8_devices_match_1():
+    """The quick suite's 1-vs-8-device training case (a subprocess with 8 simulated devices) runs through the
+    ahead-of-time compiled training program and finds the 8-device parameters equal to the 1-device ones
+    (its own float32 gate: max |diff| <= 1e-5 max(1, max |param|))."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-m", "benchmarks.multidevice", "--batch", "16", "--steps", "2",
+                          "--repeats", "1", "--budget", "1"], cwd=root, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = json.loads(out.stdout)
+    assert [r["extra"]["num_devices"] for r in records] == [1, 8]
+    assert records[1]["extra"]["match"] is True and records[1]["status"] in ("ok", "unstable")
+    assert records[1]["extra"]["max_abs_param_diff_vs_1_device"] <= 1e-5 * max(1.0, records[1]["extra"]["max_abs_param"])
