@@ -4,8 +4,19 @@ The device count must be set before JAX initialises its backend, so it happens h
 conftest, before any test module imports jax.numpy or touches a device.
 """
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache per test session, shared by the xdist workers and the subprocesses the tests
+# start (they inherit the environment): the same program compiled again (another test building the same network,
+# a resumed run in a fresh process) is loaded instead of recompiled. A compiled program is a pure function of its
+# HLO and compile options, so results are unchanged; only compile time is saved. The session that made the
+# folder removes it at the end; a folder given in the environment is used as is and kept.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="sde_jax_test_jit_cache_")
+    os.environ["SDE_JAX_TEST_JIT_CACHE_OWNER"] = str(os.getpid())
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
     os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
@@ -29,3 +40,9 @@ def x64():
     """Enable float64 for the duration of one test (exactness against closed forms)."""
     with jax.enable_x64(True):
         yield
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The process that created the session's compilation cache removes it."""
+    if os.environ.get("SDE_JAX_TEST_JIT_CACHE_OWNER") == str(os.getpid()):
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

@@ -38,6 +38,7 @@ def test_nfe_counts_actual_score_calls():
     assert int(info.status[0]) == STATUS_OK and float(info.t_stop[0]) == pytest.approx(1e-3, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_tolerance_controls_steps_and_error():
     """Tighter tolerances take more steps (NFE 10^2 -> 10^3) and get closer to the target: on the 0.2/0.8
     mixture (VP, 3000 samples), the energy distance at rtol = atol = 1e-3 is within the two-sample threshold
@@ -71,6 +72,7 @@ def test_ve_in_higher_dimension_reaches_the_target():
     assert abs((x - means[comp]).var() / 0.25 - 1) < 0.05
 
 
+@pytest.mark.slow
 def test_samples_do_not_depend_on_batch_mates_and_devices():
     """Per-example steps and noise: changing one example's start leaves the others unchanged; 8 devices give the
     one-device samples (1e-5) and NFE."""
@@ -86,6 +88,7 @@ def test_samples_do_not_depend_on_batch_mates_and_devices():
     assert int(nm) == int(na)
 
 
+@pytest.mark.slow
 def test_new_tolerances_do_not_recompile_and_failures_are_flagged():
     """New tolerances, h_init, safety, exponent, eps and key reuse the program; an example out of max_steps is NaN
     with status MAX_STEPS and a FlowWarning, the others are finite."""

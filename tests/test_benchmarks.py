@@ -31,6 +31,7 @@ def smoke(tmp_path_factory):
     return out, doc
 
 
+@pytest.mark.slow
 def test_smoke_json_schema(smoke):
     out, doc = smoke
     saved = json.loads((out / "benchmarks.json").read_text())
@@ -49,6 +50,7 @@ def test_smoke_json_schema(smoke):
         assert r["schema_version"] == 1 and r["machine"] == saved["machine"]
 
 
+@pytest.mark.slow
 def test_smoke_ratios_and_timings(smoke):
     _, doc = smoke
     measured = [r for r in doc["records"] if r["group"] in ("sampling", "training")]
@@ -70,6 +72,7 @@ def test_smoke_ratios_and_timings(smoke):
     assert all(_positive(v) for v in comp["extra"]["peak_bytes_by_steps"].values())
 
 
+@pytest.mark.slow
 def test_smoke_markdown(smoke):
     out, doc = smoke
     md = (out / "benchmarks.md").read_text()
@@ -87,6 +90,7 @@ def test_unstable_case_is_not_reported():
     assert ok["min_s"] == 1.0 and ok["median_s"] == 1.0 and ok["spread"] == 0.0 and ok["repeats"] == 3
 
 
+@pytest.mark.slow
 def test_readme_summary_reports_each_run_and_the_median(smoke):
     from benchmarks.report import summary
     _, doc = smoke

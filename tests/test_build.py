@@ -48,6 +48,7 @@ def test_abstract_training_step_of_each_paper_network_family(name):
     assert metrics["loss"].shape == () and metrics["loss"].dtype == jnp.float32
 
 
+@pytest.mark.slow
 def test_toy_mlp_training_step_through_build():
     """The toy MLP from the same registry and factory: one real step equals the loss at the initial
     parameters, and the parameters move."""

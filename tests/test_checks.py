@@ -81,6 +81,7 @@ _HEAVY = {"log_likelihood", "decode_latent", "ode_sample", "mala_step"}   # 11-2
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _HEAVY else n
                                   for n in ENTRY_POINTS])
+@pytest.mark.slow
 def test_traced_hyperparameters_inside_a_users_jit(name):
     """All three hyper-parameters traced (arguments of the caller's jit): no Python error from a value check,
     and the result equals the eager call's."""
@@ -93,6 +94,7 @@ def test_traced_hyperparameters_inside_a_users_jit(name):
 
 @pytest.mark.parametrize("name, position", [(n, i) for n, (_, _, names) in ENTRY_POINTS.items()
                                             for i, a in enumerate(names) if a is not None])
+@pytest.mark.slow
 def test_bad_values_fail_with_one_message_concrete_and_traced(name, position):
     """The same rule and message whether the bad value is concrete (ValueError at call time) or traced (a
     run-time error from the compiled program, before any wrong number is returned)."""

@@ -21,6 +21,7 @@ def _toy_classifier_config(**training_fields):
     return cfg
 
 
+@pytest.mark.slow
 def test_wideresnet_small_config_builds_and_classifies():
     """``small/classifier`` (WRN-10-2) through the one registry and ``build``: logits ``[B, 10]`` float32 from
     8x8 RGB images at any noise level, a finite cross-entropy near ``log 10`` at init (within 1), and the

@@ -57,6 +57,7 @@ def _inpaint(name, y, method, **options):
                       **options)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SDES))
 def test_smc_inpainting_matches_the_exact_conditional_between_modes(name):
     """``method="smc"`` (16 particles) at ``y = (0, 0)``: weights within 0.03 of (0.375, 0.625, 0) and energy
@@ -95,6 +96,7 @@ def test_replacement_is_biased_between_modes():
     assert nfe == 2 * N_STEPS
 
 
+@pytest.mark.slow
 def test_smc_colourisation_matches_the_exact_conditional():
     """Colourisation of one-pixel RGB "images" ``[B, 1, 1, 3]`` from a 3-D mixture of isotropic components
     (std 0.4) built in :data:`COLOUR_BASIS` coordinates (grey, c1, c2): grey coordinates ``g -+ 0.6`` and
@@ -141,6 +143,7 @@ def test_smc_noisy_linear_measurement_matches_the_exact_conditional():
     assert werr < WEIGHT_TOL and ed < threshold, (werr, ed, threshold)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["replacement", "smc"])
 def test_inpainting_output_carries_no_last_step_noise(method):
     """The output is the last step's noise-free mean, with the observation itself on the observed coordinates.
@@ -171,6 +174,7 @@ CLASS_GMM = sj.toy.GaussianMixture([[-2.0, -2.0], [2.0, 2.0], [2.0, -2.0]], 0.5,
 @pytest.mark.parametrize("name, predictor", [("vp", "reverse_diffusion"),
                                              pytest.param("ve", "reverse_diffusion", marks=pytest.mark.slow),
                                              ("vp", "probability_flow")])
+@pytest.mark.slow
 def test_class_conditional_sampling_with_the_exact_classifier(name, predictor):
     """Guidance with the exact ``log p_t(y | x)`` of the mixture (components = classes, scale 1): 600 samples
     of each class; misassignment (nearest component != requested class) < 2% per class, including the rare
@@ -204,6 +208,7 @@ def test_smc_does_not_recompile_for_new_observations():
     assert len(traces) == 1
 
 
+@pytest.mark.slow
 def test_smc_info_reports_weights_ess_and_evidence():
     """``return_info``: normalised log-weights ``[B, P]``, ESS ``[num_steps, B]`` in ``[1, P]``, particles
     ``[B, P, ...]``; on a single Gaussian ``N(0, I)`` in 2-D with the first coordinate observed at 0.5 (VP, 8

@@ -66,6 +66,7 @@ def test_rotate_is_the_law_of_an_orthogonal_map(x64):
         _gmm(jnp.array([[0.5, 0.6, 0.5, 0.5]])).rotate(q)
 
 
+@pytest.mark.slow
 def test_perturbed_class_log_prob_is_the_noisy_posterior(x64):
     """``log p_t(k | x)`` = ``log w_k N(x; a mu_k, (a^2 sd^2 + s^2) I) - log p_t(x)`` for every class at 20
     random ``(x, t)``, VP and VE; the class probabilities sum to 1."""
@@ -82,6 +83,7 @@ def test_perturbed_class_log_prob_is_the_noisy_posterior(x64):
         np.testing.assert_allclose(jnp.sum(jnp.exp(lp), axis=1), 1.0, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_measurements_are_their_matrices(x64):
     """Every :class:`LinearMeasurement` maps back to its ``A``: in its basis the observed coordinates of
     ``V^T x`` equal ``U^T A x / s`` (SVD), the grey channel of :data:`COLOUR_BASIS` is ``sqrt 3`` times the mean

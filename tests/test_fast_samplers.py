@@ -90,6 +90,7 @@ def _slopes(cases):
     return out
 
 
+@pytest.mark.slow
 def test_deterministic_solvers_converge_at_their_order(x64):
     """Slope of log max-error vs log(1/num_steps) within 0.3 of the order (measured: DDIM 1.02, EDM Heun 2.03,
     DPM-Solver++(2M) 1.97, DPM-Solver++(3M) 3.24), VP SDE, 16 prior points of the 0.2/0.8 mixture."""
@@ -104,6 +105,7 @@ def test_single_step_and_noise_prediction_solvers_converge_at_their_order(x64):
         assert abs(slope - order) < 0.3, (method, kw, slope, errs)
 
 
+@pytest.mark.slow
 def test_ddim_eta_one_is_ddpm_ancestral_step_for_step(x64):
     """DDIM with eta = 1 on any grid is DDPM's ancestral sampler with the posterior variance beta~ (Ho et al. 2020,
     Eq. 6-7, written here with alpha_bar_i = a(t_i)^2 and eps_theta = -s(t) score), step for step with the same
@@ -145,6 +147,7 @@ def test_edm_stochastic_without_churn_is_heun(x64):
     ("ddim", dict(num_steps=3, denoise=False), 3), ("edm_stochastic", dict(num_steps=3, S_churn=1.0), 7),
     ("dpm_solver", dict(num_steps=3, order=3), 10), ("dpm_solver++", dict(num_steps=3, order=3), 4),
 ])
+@pytest.mark.slow
 def test_nfe_counts_actual_score_calls(method, kwargs, expected):
     """Every evaluation of the score (a host callback counts them) is reported, and nothing more."""
     calls = []

@@ -17,6 +17,7 @@ SCORE = MIXTURE.perturbed_score(SDE)
 
 @pytest.mark.parametrize("solver, num_steps, tol", [("tsit5", None, 1e-4), ("dopri5", None, 1e-6),
                                                     ("heun", None, 1e-3), ("euler", 40, None), ("heun", 20, None)])
+@pytest.mark.slow
 def test_ode_sample_and_decode_latent_are_one_code_path(solver, num_steps, tol):
     """The same latents through ``ode_sample(x_init=z)`` and ``decode_latent(z)`` with the same settings give
     bitwise-equal results and the same NFE, for every solver of the one table, adaptive and fixed step; and a
@@ -36,6 +37,7 @@ def test_ode_sample_and_decode_latent_are_one_code_path(solver, num_steps, tol):
         assert int(n_a) == flow.SOLVERS[solver].nfe(num_steps)
 
 
+@pytest.mark.slow
 def test_likelihood_and_sampler_report_nfe_from_the_same_solver_facts():
     """``log_likelihood``'s NFE for a fixed-step solve is the table's count, as for ``ode_sample``; both read
     ``flow.SOLVERS``."""
@@ -47,6 +49,7 @@ def test_likelihood_and_sampler_report_nfe_from_the_same_solver_facts():
             flow.SOLVERS[solver].nfe(steps)
 
 
+@pytest.mark.slow
 def test_budget_exhausted_is_flagged_the_same_way_everywhere():
     """``max_steps`` too small: every example is NaN with status STATUS_MAX_STEPS, a FlowWarning names the
     examples, for the sampler and the likelihood alike (one policy)."""
@@ -59,6 +62,7 @@ def test_budget_exhausted_is_flagged_the_same_way_everywhere():
     assert np.all(np.isnan(logp)) and np.all(np.asarray(info.status) == flow.STATUS_MAX_STEPS)
 
 
+@pytest.mark.slow
 def test_nonfinite_score_stops_that_example_early_and_spares_the_others():
     """A score that turns NaN for one example (first coordinate > 50, which only that example reaches) stops
     that example's solve at once: the batch costs about what a healthy solve costs (not the 16,384-step
@@ -89,6 +93,7 @@ def test_nan_input_is_flagged_not_solved():
     assert list(np.asarray(info.status)) == [flow.STATUS_OK, flow.STATUS_NONFINITE]
 
 
+@pytest.mark.slow
 def test_no_warning_under_a_callers_jit():
     """Inside a user's jit the outcome is data (NaN + info), never a Python warning or error."""
     x = MIXTURE.sample(jax.random.key(2), 2)
@@ -99,6 +104,7 @@ def test_no_warning_under_a_callers_jit():
     assert np.all(np.isnan(out)) and np.all(np.asarray(info.status) == flow.STATUS_MAX_STEPS)
 
 
+@pytest.mark.slow
 def test_a_solver_added_to_the_one_table_serves_sampler_and_likelihood(monkeypatch):
     """Both entry points read ``flow.SOLVERS``: adding Bogacki-Shampine 3(2) (FSAL, 3 new evaluations per
     step) makes it available to ``ode_sample`` and ``log_likelihood`` alike, with NFE ``1 + 3 n`` in both, and

@@ -161,6 +161,7 @@ def test_exact_divergence_matches_mixture_density(x64, name, d):
     assert _mae(b["solver"]) < 1e-3
 
 
+@pytest.mark.slow
 def test_float32(key):
     sde, gmm, x, logp, nfe, z = _solve_gmm("vp", 2)
     assert logp.dtype == jnp.float32 and z.dtype == jnp.float32
@@ -336,6 +337,7 @@ def _gaussian_bins(levels, mu, s, lo, w):
     return log_mass, nll_uniform, nll_centre
 
 
+@pytest.mark.slow
 def test_bits_per_dim_on_quantised_gaussian(x64, key):
     """3-bit data on [-1, 1] from N(mu, 0.3^2 I), d = 2; the model is that Gaussian (written as three
     identical components: the same compiled program as the other 2-D tests).

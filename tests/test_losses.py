@@ -96,6 +96,7 @@ def _mc(loss_fn, score_fn, gmm, seed=4, reps=32, n=4096):
 # --------------------------------------------------------------------------------------------------
 # Continuous DSM at the exact score
 # --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("sde_name", sorted(SDES))
 def test_dsm_at_exact_score_equals_irreducible_value_per_time(x64, sde_name):
     gmm, sde = _mixture(), SDES[sde_name]()
@@ -131,6 +132,7 @@ def _time_average(f, eps, T, n=48):
 
 
 # Each weighting / t-sampling once (the per-time test above covers every SDE x weighting x reduction).
+@pytest.mark.slow
 @pytest.mark.parametrize("sde_name,weighting", [("vp", "sigma2"), ("subvp", "likelihood"), ("ve", "likelihood_is")])
 def test_sde_loss_at_exact_score_equals_time_averaged_irreducible_value(x64, sde_name, weighting):
     gmm, sde = _mixture(), SDES[sde_name]()
@@ -246,6 +248,7 @@ CLASSICAL = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CLASSICAL))
 def test_classical_minimiser_recovers_gaussian_score(x64, name):
     kx, kl = jax.random.split(jax.random.key(5))
@@ -293,6 +296,7 @@ def _nonlinear_score():
     return lambda x: jnp.tanh(x @ W1 + c) @ W2 - 0.3 * x
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("projection", ["gaussian", "rademacher"])
 def test_ssm_averaged_over_projections_equals_ism(x64, projection):
     s = _nonlinear_score()
@@ -321,6 +325,7 @@ def test_ism_trace_matches_divergence_of_known_field(x64):
 # --------------------------------------------------------------------------------------------------
 # Classical objectives on the SDE's marginals
 # --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_sde_score_matching_equals_dsm_minus_constant(x64):
     """For any score model, E[DSM] = E[ISM] + D/2 with the same weighting s(t)^2 (Stein's lemma). (SSM and
     SSM-VR estimate ISM: tested above at one distribution; on the SDE they share ISM's code path.)"""

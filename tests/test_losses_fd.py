@@ -79,6 +79,7 @@ CASES = {
 EPS = np.geomspace(1e-3, 1e-1, 5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_fd_converges_to_autodiff_at_its_order(x64, name):
     """RMS over 64 points (3-D, nonlinear model, fixed directions) of the per-example FD objective minus its
@@ -106,6 +107,7 @@ def test_fd_converges_to_autodiff_at_its_order(x64, name):
         assert err[0] < tol * scale, (order, err, scale)
 
 
+@pytest.mark.slow
 def test_exact_scheme_reproduces_autodiff_losses(x64):
     """scheme='exact' with the same keys equals sde_jax.losses' ISM, SSM (Gaussian), SSM-VR (Rademacher) for a
     score and an energy model, and the SDE objectives ISM / SSM / SSM-VR, to 1e-12 relative."""
@@ -191,6 +193,7 @@ ENERGY_LOSSES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SCORE_LOSSES))
 def test_fd_score_minimiser_recovers_gaussian_score(x64, name):
     """Affine score A x + b on 2^15 samples of N(mu, Sigma): the central- and forward-FD minimisers equal the
@@ -207,6 +210,7 @@ def test_fd_score_minimiser_recovers_gaussian_score(x64, name):
     np.testing.assert_allclose(central[4:], B_TRUE, atol=TOL_MC)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ENERGY_LOSSES))
 def test_fd_energy_minimiser_recovers_gaussian_precision(x64, name):
     """Quadratic energy on 2^15 samples: the central-FD minimiser equals the autodiff one to 1e-8 (central
@@ -307,6 +311,7 @@ def test_regularized_ism_minimiser_shrinks_precision(x64):
 # --------------------------------------------------------------------------------------------------
 # float32, compilation, errors
 # --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_float32_central_fd_close_to_autodiff():
     """float32, an MLP score network and an MLP energy at fd_eps = 0.1 (the paper's step): FD-SSM within 2% of
     autodiff SSM (same directions) for both; dtypes stay float32."""

@@ -14,6 +14,7 @@ def test_sinusoidal_embedding_formula():
     np.testing.assert_allclose(e, np.concatenate([np.sin(c[:, None] * w), np.cos(c[:, None] * w)], -1), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("embedding,log_labels", [("fourier", True), ("fourier", False), ("sinusoidal", False)])
 def test_shapes_and_label_dependence(embedding, log_labels):
     model = ScoreMLP(hidden=32, num_layers=2, embedding=embedding, embed_dim=16, log_labels=log_labels)

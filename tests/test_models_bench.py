@@ -1,9 +1,12 @@
 """Smoke test of the model benchmark: one repeat at batch 1 on a tiny NCSN++ (the real run is manual)."""
 import json
 
+import pytest
+
 from benchmarks import models_bench
 
 
+@pytest.mark.slow
 def test_models_bench_smoke(tmp_path):
     records = models_bench.main([
         "--out", str(tmp_path), "--config", "small/ncsnpp", "--batch-sizes", "1", "--repeats", "1",

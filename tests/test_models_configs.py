@@ -71,6 +71,7 @@ def test_every_shipped_config_has_a_paper_count():
     assert sorted(PAPER_COUNTS) == config_names()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PAPER_COUNTS))
 def test_parameter_count_equals_paper_code_and_output_shape(name):
     n, shape, dtype = _abstract(name)

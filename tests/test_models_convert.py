@@ -19,6 +19,7 @@ def _equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_convert_then_load_gives_back_the_imported_weights(tmp_path):
     """The command writes OUT/checkpoints/<step> (a TrainState: params = raw weights, ema_params = EMA weights,
     a fresh paper-optimizer state), OUT/config.json (model config + optim section) and OUT/conversion.json;

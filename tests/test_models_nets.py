@@ -105,6 +105,7 @@ def _dropout_rngs(parts, key):
 
 
 # --- jit, sharding and per-example independence -------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["small/ncsnpp", "small/ddpm", "small/ncsnv2"])
 def test_jit_sharded_and_independent_of_batch_composition(key, name):
     """A batch of 8 sharded over 8 devices; each example's output depends on that example only: permuting
@@ -151,6 +152,7 @@ def test_bfloat16_compute_matches_float32(key):
     assert rel < 5e-2, rel                             # bfloat16 has an 8-bit mantissa (~4e-3 per op)
 
 
+@pytest.mark.slow
 def test_remat_gives_the_same_outputs_and_gradients(key):
     cfg = _tiny("small/ncsnpp", ch_mult=(1,))
     plain = get_model(cfg)
@@ -173,6 +175,7 @@ def test_remat_gives_the_same_outputs_and_gradients(key):
 
 
 # --- class conditioning ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_class_conditional_ncsnpp(key):
     cfg = _tiny("small/ncsnpp", num_classes=3)
     model = get_model(cfg)
@@ -215,6 +218,7 @@ def test_ve_continuous_score_fn_uses_sigma_labels_and_the_networks_own_scaling(k
     np.testing.assert_allclose(s, out / sde.sigma(t)[:, None, None, None], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_ve_discrete_score_fn_uses_level_labels(key):
     """VE + NCSN++ (positional, discrete): label N-1-i with i = round(t (N-1)), sigma from the table."""
     cfg = _tiny("ve/cifar10_ncsnpp")
@@ -235,6 +239,7 @@ def test_ve_discrete_score_fn_uses_level_labels(key):
         get_score_fn(sj.VESDE(sigma_min=0.01, sigma_max=50.0, N=10), model, params, continuous=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sde_name", ["vp", "subvp"])
 def test_vp_score_fn_is_minus_noise_prediction_over_std_with_999t_labels(key, sde_name):
     cfg = _tiny("small/ddpmpp")

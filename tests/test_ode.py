@@ -29,6 +29,7 @@ def test_ode_sampler_reaches_the_exact_target(name, solver, num_steps):
 
 @pytest.mark.parametrize("solver,tol,target", [("tsit5", 1e-5, "mixture"), ("dopri5", 1e-5, "mixture"),
                                                ("tsit5", 1e-9, "narrow"), ("dopri5", 1e-9, "narrow")])
+@pytest.mark.slow
 def test_adaptive_nfe_counts_actual_score_calls(x64, solver, tol, target):
     """Count real evaluations with a host callback (test only) for one example: equals the reported NFE.
     The narrow mixture at rtol = atol = 1e-9 rejects the very first step; diffrax then re-evaluated the first
@@ -54,6 +55,7 @@ def test_adaptive_nfe_counts_actual_score_calls(x64, solver, tol, target):
     assert adaptive_nfe(10) == 61
 
 
+@pytest.mark.slow
 def test_fixed_step_solvers_have_their_order(x64):
     """Error at eps vs a tight adaptive solve, regressed on log dt: Euler slope ~1, Heun slope ~2."""
     sde = sj.VPSDE()
@@ -67,6 +69,7 @@ def test_fixed_step_solvers_have_their_order(x64):
         assert abs(slope - order) < 0.2, (solver, slope, errs)
 
 
+@pytest.mark.slow
 def test_adaptive_tolerance_controls_error(x64):
     sde = sj.VPSDE()
     score = MIXTURE.perturbed_score(sde)
@@ -89,6 +92,7 @@ def test_denoise_is_tweedie(x64):
     np.testing.assert_allclose(sj.samplers.tweedie_denoise(sde, score, x, t), post_mean, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_eight_devices_equal_one_device_without_communication():
     sde = sj.VPSDE()
     score = MIXTURE.perturbed_score(sde)

@@ -50,6 +50,7 @@ def test_every_combination_samples_the_exact_target(name, predictor, corrector):
     assert nfe == N_LEVELS * ((predictor != "none") + (corrector != "none") * n_corr)
 
 
+@pytest.mark.slow
 def test_nfe_is_honest():
     sde = sj.VPSDE(N=20)
     score = MIXTURE.perturbed_score(sde)
@@ -106,6 +107,7 @@ def test_program_size_does_not_grow_with_steps():
     assert abs(len(large) - len(small)) < 100, (len(small), len(large))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("per_sample_step", [False, True])
 def test_eight_devices_equal_one_device(per_sample_step):
     sde = sj.VESDE(N=60)

@@ -112,6 +112,7 @@ def _np_ddim(x, sigmas, eta, noise):
     return x
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["euler", "heun", "heun_churn", "dpmpp_2m", "ddim_eta"])
 def test_against_numpy_reference(x64, case):
     """Same schedule, same start, same noise: equal to 1e-10 (float64)."""

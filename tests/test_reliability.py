@@ -154,6 +154,7 @@ FAULTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_invalid_latest_checkpoint_falls_back_and_resumes_bitwise(run20, fault, caplog):
     """Fault injected into the latest checkpoint (step 20; the 99999 folder is newer than it): resuming
@@ -233,6 +234,7 @@ def test_nonfinite_parameters_are_never_saved(tmp_path):
     assert training.Checkpointer(str(tmp_path / training.CHECKPOINT_DIR)).all_steps() == []
 
 
+@pytest.mark.slow
 def test_nonfinite_ema_keeps_the_last_finite_checkpoint(tmp_path):
     """Only the EMA turns NaN from step 15 on (the loss stays finite): the save at step 20 is refused, naming
     ema_params; step 10 stays the latest and equals a clean 10-step run bitwise."""
@@ -513,6 +515,7 @@ def _column_score(x, t=None):
     return -x[:, :1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ism", "ssm", "ssm_vr", "esm_target", "sde_ism", "sde_ssm", "sde_esm_target"])
 def test_losses_refuse_a_score_of_the_wrong_shape(name):
     """Every loss checks its score function's output shape against the data (ISM/SSM by jax.eval_shape,

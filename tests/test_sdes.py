@@ -15,6 +15,7 @@ SDES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SDES)
 def test_marginal_prob_matches_monte_carlo_forward_sde(name, x64, key):
     """Fine Euler--Maruyama (2000 steps on [0, 1]) of 10000 paths from x0 = 2.

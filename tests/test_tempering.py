@@ -27,6 +27,7 @@ def _run(logp, x0, betas, h, steps, key):
         k, lambda kk, ss: replica_exchange_step(kk, ss, logp, b, hh), s, steps))(key, state, betas, h)
 
 
+@pytest.mark.slow
 def test_every_replica_samples_its_tempered_target(x64):
     """R = 4, betas (1, 0.5, 0.25, 0.1), 4000 systems started at 0, 600 steps, h_r = 0.4 / beta_r: each
     replica's E[x] and E[x^2] match p^beta (normalised by quadrature on a 20001-point grid) within 5 standard
@@ -69,6 +70,7 @@ def test_recovers_separated_mixture_weights_where_mala_does_not():
     assert np.max(np.abs(w_mala - np.array([0.2, 0.8]))) > 0.2, w_mala
 
 
+@pytest.mark.slow
 def test_swap_bookkeeping_and_state_invariants(x64):
     """Equal betas make every swap certain: with a negligible MALA step (h = 1e-14) one step maps replicas
     (0, 1, 2) -> even swap (1, 0, 2) -> odd swap (1, 2, 0); stored log p and score always equal those of the

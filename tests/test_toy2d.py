@@ -81,6 +81,7 @@ def test_every_config_file_validates(name):
                    loss_extra=lambda sde: {"target_score_fn": target.perturbed_score(sde)} if config.training.loss == "esm" else {})
 
 
+@pytest.mark.slow
 def test_command_line_rejects_a_bad_field_before_training(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-m", "experiments.toy2d", f"--workdir={tmp_path}",

@@ -25,6 +25,7 @@ def test_log_prob_normalised_in_2d(x64):
     assert abs(float(jnp.sum(p) * h * h) - 1.0) < 1e-8  # Riemann sum of a smooth density with negligible tails
 
 
+@pytest.mark.slow
 def test_score_is_gradient_of_log_prob(x64, key):
     gmm = _mixture()
     x = 2.0 * jax.random.normal(key, (64, 3))
@@ -32,6 +33,7 @@ def test_score_is_gradient_of_log_prob(x64, key):
     np.testing.assert_allclose(gmm.score(x), grad, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sde", SDES, ids=lambda s: type(s).__name__)
 def test_perturbed_score_is_gradient_of_perturbed_log_prob(sde, x64, key):
     gmm = _mixture()
@@ -43,6 +45,7 @@ def test_perturbed_score_is_gradient_of_perturbed_log_prob(sde, x64, key):
     np.testing.assert_allclose(gmm.perturbed_score(sde)(x, t), grad, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sde", SDES, ids=lambda s: type(s).__name__)
 def test_perturbed_density_matches_monte_carlo_of_kernel(sde, x64, key):
     """p_t is the law of a(t) x0 + s(t) z: its mean and covariance agree with the sampled kernel."""

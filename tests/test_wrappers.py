@@ -82,6 +82,7 @@ def test_apply_kwargs_are_forwarded():
     assert seen == {"train": False}
 
 
+@pytest.mark.slow
 def test_fresh_wrapper_does_not_recompile():
     model = ScoreMLP(hidden=16, num_layers=1, embed_dim=8)
     x, t = jnp.ones((4, 2)), jnp.full((4,), 0.5)

