@@ -5,6 +5,7 @@ Usage::
     python -m benchmarks.run --suite quick --out runs/bench            # a few minutes on 2 CPU cores
     python -m benchmarks.run --suite full --out runs/bench-full        # the sweeps (long)
     python -m benchmarks.run --suite smoke --out /tmp/bench            # tiny, 1 repeat (the test suite's)
+    python -m benchmarks.run --suite peers --out runs/peers            # vs diffusers / k-diffusion (extra 'peers')
     python -m benchmarks.run --suite quick --out DIR --only 'sampling/mlp/pc'         # a subset, by case id
     python -m benchmarks.run --suite quick --out DIR --network config:small/ncsnpp \\
         --network-set model.nf=16                                      # + sampling with an image network
@@ -70,7 +71,7 @@ def main(argv=None) -> dict:
 
     import jax
 
-    from benchmarks import cases, compile_cases, loss_cases, metrics_cases, train_cases
+    from benchmarks import cases, compile_cases, loss_cases, metrics_cases, peers, train_cases
     from benchmarks.common import Context, guarded, record
     from benchmarks.networks import build_network
     from benchmarks.report import check_targets, markdown
@@ -96,6 +97,7 @@ def main(argv=None) -> dict:
     loss_cases.run_losses(ctx, net, p)
     compile_cases.run_compile(ctx, net, p)
     metrics_cases.run_metrics(ctx, p)
+    peers.run_peers(ctx, p)
 
     extra_p = dict(pc_batches=p["extra_batches"], pc_batch_steps=p["extra_steps"],
                    pc_pairs=[("euler_maruyama", "none")], pairs_batch=p["extra_batches"][-1],

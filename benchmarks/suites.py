@@ -1,6 +1,7 @@
 """Suites: which cases run, at which sizes. ``smoke`` (a few tiny cases, 1 repeat; the test suite runs it),
 ``quick`` (every case kind on the toy MLP, a few minutes on 2 CPU cores), ``full`` (the sweeps: batch 1 to
-4096, steps 10 to 10,000, plus the image-model benchmark)."""
+4096, steps 10 to 10,000, plus the image-model benchmark), ``peers`` (the same work in diffusers / k-diffusion,
+:mod:`benchmarks.peers`) and its tiny ``peers-smoke``."""
 from __future__ import annotations
 
 from benchmarks.cases import FAST_SAMPLERS, PC_PAIRS
@@ -60,6 +61,16 @@ SUITES = {
                                                   "energy_ism", "energy_dsm"],
         loss_image=dict(config="small/ncsnpp"), loss_image_batches=[8], loss_image_pairs=["ssm", "ssm_vr"],
     ),
+    # The same work in PyTorch peers (benchmarks/peers.py; needs the 'peers' extra, else recorded 'skipped').
+    "peers": dict(
+        network="mlp-tiny", repeats=5, min_repeats=3, max_spread=0.2, retries=1, budget_s=10.0,
+        peers=dict(ve_pc=[(256, 64, 1000), (64, 16, 1000)], unet_batches=[16],
+                   kdiff=[("heun", 256, 64, 17), ("dpmpp_2m", 256, 64, 20)]),
+    ),
+    "peers-smoke": dict(
+        network="mlp-tiny", repeats=1, min_repeats=1, max_spread=float("inf"), retries=0, budget_s=0.0,
+        peers=dict(ve_pc=[(16, 4, 5)], kdiff=[("heun", 16, 4, 3), ("dpmpp_2m", 16, 4, 3)]),
+    ),
 }
 """Suite name -> parameters. ``network``: the default network spec; ``repeats``/``min_repeats``/``budget_s``:
 timed calls per program (fewer for long cases, never below ``min_repeats``); ``max_spread``/``retries``:
@@ -67,4 +78,5 @@ the stability gate. Other keys are read by the case runners (``cases``, ``train_
 ``metrics_cases``: ``metrics`` = feature network, batch sizes and batches per call of extract_features;
 ``loss_cases``: ``loss_pairs``/``loss_batches`` for the MLP, ``loss_image`` with ``loss_image_pairs``/
 ``loss_image_batches`` for an image network);
-``extra_*`` size the sampling cases of networks given with ``--network``."""
+``extra_*`` size the sampling cases of networks given with ``--network``; ``peers`` (:mod:`benchmarks.peers`):
+``ve_pc`` (MLP width, batch, steps), ``unet_batches``, ``kdiff`` (sampler, MLP width, batch, steps)."""
