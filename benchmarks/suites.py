@@ -19,7 +19,7 @@ SUITES = {
         metrics=dict(network="tiny-cnn", batches=[8], num_batches=2),
     ),
     "quick": dict(
-        network="mlp", repeats=5, min_repeats=3, max_spread=0.2, retries=1, budget_s=3.0,
+        network="mlp", repeats=5, min_repeats=3, max_spread=0.2, retries=1, budget_s=3.0, retime_budget_s=10.0,
         pc_pairs=PC_PAIRS, pairs_batch=256, pairs_steps=20,
         pc_batches=[1, 16, 256, 1024], pc_batch_steps=20,
         pc_steps=[10, 100], pc_steps_batch=256,
@@ -38,7 +38,7 @@ SUITES = {
                                          "energy_dsm"],
     ),
     "full": dict(
-        network="mlp", repeats=7, min_repeats=3, max_spread=0.1, retries=1, budget_s=20.0,
+        network="mlp", repeats=7, min_repeats=3, max_spread=0.1, retries=1, budget_s=20.0, retime_budget_s=60.0,
         pc_pairs=PC_PAIRS, pairs_batch=256, pairs_steps=100,
         pc_batches=[1, 4, 16, 64, 256, 1024, 4096], pc_batch_steps=100,
         pc_steps=[10, 100, 1000, 10000], pc_steps_batch=256,
@@ -63,7 +63,7 @@ SUITES = {
     ),
     # The same work in PyTorch peers (benchmarks/peers.py; needs the 'peers' extra, else recorded 'skipped').
     "peers": dict(
-        network="mlp-tiny", repeats=5, min_repeats=3, max_spread=0.2, retries=1, budget_s=10.0,
+        network="mlp-tiny", repeats=5, min_repeats=3, max_spread=0.2, retries=1, budget_s=10.0, retime_budget_s=30.0,
         peers=dict(ve_pc=[(256, 64, 1000), (64, 16, 1000)], unet_batches=[16],
                    kdiff=[("heun", 256, 64, 17), ("dpmpp_2m", 256, 64, 20)]),
     ),
@@ -73,8 +73,9 @@ SUITES = {
     ),
 }
 """Suite name -> parameters. ``network``: the default network spec; ``repeats``/``min_repeats``/``budget_s``:
-timed calls per program (fewer for long cases, never below ``min_repeats``); ``max_spread``/``retries``:
-the stability gate. Other keys are read by the case runners (``cases``, ``train_cases``, ``compile_cases``,
+timed calls per program (fewer for long cases, never below ``min_repeats``); ``max_spread``/``retries``/
+``retime_budget_s``: the stability gate (a case too spread is re-timed, with more repeats, for up to
+``retime_budget_s`` seconds before it is refused). Other keys are read by the case runners (``cases``, ``train_cases``, ``compile_cases``,
 ``metrics_cases``: ``metrics`` = feature network, batch sizes and batches per call of extract_features;
 ``loss_cases``: ``loss_pairs``/``loss_batches`` for the MLP, ``loss_image`` with ``loss_image_pairs``/
 ``loss_image_batches`` for an image network);
