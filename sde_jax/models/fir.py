@@ -119,6 +119,7 @@ def upfirdn1d(x, k, *, axis: int, up: int = 1, down: int = 1, pad: tuple[int, in
       ``x`` with ``axis`` of size ``(L u + p0 + p1 - n) // d + 1``, dtype of ``x``.
     """
     kf = [float(v) for v in np.asarray(k, np.float64)[::-1]]  # correlation taps
+    axis = axis % x.ndim
     n, length = len(kf), x.shape[axis]
     p0, p1 = pad
     m_full = length * up + p0 + p1 - n + 1  # outputs before subsampling
@@ -127,7 +128,8 @@ def upfirdn1d(x, k, *, axis: int, up: int = 1, down: int = 1, pad: tuple[int, in
     if up == 1:
         m = (m_full - 1) // down + 1
         z = _pad_axis(x, axis, p0, p1)
-        return _weighted_sum((kf[j], _slice_axis(z, axis, j, m, down)) for j in range(n))
+        y = _weighted_sum((kf[j], _slice_axis(z, axis, j, m, down)) for j in range(n))
+        return jnp.zeros_like(_slice_axis(z, axis, 0, m, down)) if y is None else y
     q = -(-m_full // up)  # outputs per phase (the last phases may overshoot by one; cropped below)
     shifts = {r: [(j, (r + j - p0) // up) for j in range(n) if (r + j - p0) % up == 0] for r in range(up)}
     all_s = [s for taps in shifts.values() for _, s in taps] or [0]
