@@ -9,9 +9,9 @@ backend and is differentiable to any order.
 Speed: the paper's kernels are separable (``outer(k, k)``), so a filter is two 1-D passes, each a weighted
 sum of shifted (strided, when downsampling) slices that XLA fuses into one elementwise loop; upsampling is
 polyphase (the inserted zeros are never multiplied; the phases are interleaved by a reshape). On 2 CPU
-cores this is 20-100x faster than the depthwise ``lax.conv_general_dilated`` over the zero-inserted image
-that it replaces (which stays the path for non-separable or traced 2-D kernels), and the same up to float
-rounding.
+cores, at the shapes of ``small/ncsnpp``, upsampling is 50-170x and downsampling 3.5-25x faster than the
+depthwise ``lax.conv_general_dilated`` over the zero-inserted image that it replaces (which stays the path
+for non-separable or traced 2-D kernels), and the same up to float rounding.
 
 All functions take NHWC images ``x: [B, H, W, C]``. A 1-D kernel ``k`` (e.g. ``(1, 3, 3, 1)``) means the
 separable 2-D kernel ``outer(k, k)``; kernels are normalised to sum to one (times ``factor**2`` when
