@@ -11,7 +11,7 @@ import jax
 
 from benchmarks.timing import loadavg, summarize, time_interleaved
 
-__all__ = ["SCHEMA_VERSION", "Context", "record", "measure", "guarded", "limit_entry"]
+__all__ = ["SCHEMA_VERSION", "Context", "record", "measure", "stability", "guarded", "limit_entry"]
 
 SCHEMA_VERSION = 1
 
@@ -25,8 +25,10 @@ class Context:
       params: the suite's parameters (:data:`benchmarks.suites.SUITES`).
       repeats: most timed calls per program; fewer when a case is long (``budget_s``), never fewer than
         ``min_repeats`` (or ``repeats`` if that is smaller).
-      max_spread: a case whose ``(median - min) / min`` exceeds this (for the case or its limit) is not
-        reported (status ``"unstable"``) after ``retries`` extra attempts.
+      max_spread: a case whose ``(median - min) / min`` exceeds this (for the case or its limit) is re-timed:
+        at least ``retries`` extra attempts, then more while the case's re-timing has taken less than
+        ``retime_budget_s``, each attempt with twice the repeats of the previous one (at most 8x); only then
+        is it not reported (status ``"unstable"``). Every summary records its ``attempts``.
       budget_s: target wall time of the timed calls of one case.
       machine: :func:`benchmarks.timing.machine_info`.
       log: progress printer.
@@ -40,6 +42,7 @@ class Context:
     budget_s: float
     machine: dict
     min_repeats: int = 3
+    retime_budget_s: float = 0.0
     only: Any = None  # compiled regex on case ids, or None
     log: Callable = dataclasses.field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
     records: list = dataclasses.field(default_factory=list)
@@ -83,37 +86,54 @@ def record(ctx: Context, *, id: str, group: str, entry_point: str, network=None,
     )
 
 
-def _attempt(ctx: Context, thunks: dict) -> dict:
+def _attempt(ctx: Context, thunks: dict, scale: int = 1) -> dict:
     # One untimed warm-up call of each program also estimates the call time, which sets the repeats.
     t0 = time.perf_counter()
     for thunk in thunks.values():
         jax.block_until_ready(thunk())
     per_round = time.perf_counter() - t0
     floor = min(ctx.min_repeats, ctx.repeats)
-    repeats = max(floor, min(ctx.repeats, int(ctx.budget_s / max(per_round, 1e-9))))
+    repeats = max(floor, min(ctx.repeats, int(ctx.budget_s / max(per_round, 1e-9)))) * scale
     return {k: summarize(v) for k, v in time_interleaved(thunks, repeats, warmup=0).items()}
 
 
 def measure(ctx: Context, thunks: dict) -> tuple[dict, str, str]:
-    """Time the programs of one case; retry while the spread is too large.
+    """Time the programs of one case; re-time while the spread is too large (within ``ctx.retime_budget_s``).
 
     Returns:
-      ``(summaries, status, note)``: ``summaries[name]`` from :func:`benchmarks.timing.summarize`; status
-      ``"ok"`` or ``"unstable"`` (largest spread above ``ctx.max_spread`` in every attempt; the attempt
-      with the smallest spread is kept).
+      ``(summaries, status, note)``: ``summaries[name]`` from :func:`benchmarks.timing.summarize` plus
+      ``attempts`` (timed attempts made; > 1: the case was re-timed); status ``"ok"`` or ``"unstable"``
+      (largest spread above ``ctx.max_spread`` in every attempt; the attempt with the smallest spread is kept).
     """
-    best = None
-    for _ in range(1 + ctx.retries):
-        sums = _attempt(ctx, thunks)
+    best, attempts, scale = None, 0, 1
+    t0 = time.perf_counter()
+    while True:
+        sums = _attempt(ctx, thunks, scale)
+        attempts += 1
         worst = max(s["spread"] for s in sums.values())
         if best is None or worst < best[1]:
             best = (sums, worst)
         if worst <= ctx.max_spread:
             break
+        if attempts > ctx.retries and time.perf_counter() - t0 >= ctx.retime_budget_s:
+            break
+        scale = min(2 * scale, 8)
     sums, worst = best
+    for s in sums.values():
+        s["attempts"] = attempts
     if worst > ctx.max_spread:
-        return sums, "unstable", f"spread {worst:.0%} > {ctx.max_spread:.0%}: not reported"
+        return sums, "unstable", f"spread {worst:.0%} > {ctx.max_spread:.0%} after {attempts} attempts: not reported"
     return sums, "ok", ""
+
+
+def stability(records) -> dict:
+    """How often cases were re-timed: ``timed`` (records with timings), ``retimed`` (more than one attempt),
+    ``unstable`` (still too spread: not reported), ``retimed_ids``, ``unstable_ids``."""
+    timed = [r for r in records if (r.get("timing") or {}).get("attempts") is not None]
+    retimed = [r["id"] for r in timed if r["timing"]["attempts"] > 1]
+    unstable = [r["id"] for r in records if r.get("status") == "unstable"]
+    return dict(timed=len(timed), retimed=len(retimed), unstable=len(unstable), retimed_ids=retimed,
+                unstable_ids=unstable)
 
 
 def limit_entry(what: str, nfe: int, compiled, summary: dict) -> dict:

@@ -153,6 +153,20 @@ def _loss_rows(rs):
     return rows
 
 
+def _peer_rows(rs):
+    head = ("| case | batch | steps | NFE (ours / peer) | ours min ms | peer min ms | ours / peer throughput | "
+            "(medians) | params (ours / peer) | peer | status |")
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rs:
+        t, lim, c = r.get("timing") or {}, r.get("limit") or {}, r.get("config") or {}
+        rows.append(f"| {r['id']} | {_f(r['batch'], '{}')} | {_f(r['num_steps'], '{}')} | "
+                    f"{_f(r['nfe'], '{}')} / {_f(c.get('peer_nfe', r['nfe']), '{}')} | {_ms(t.get('min_s'))} | "
+                    f"{_ms(lim.get('min_s'))} | {_f(r['ratio'], '{:.2f}')} | {_f(r['ratio_median'], '{:.2f}')} | "
+                    f"{_f(c.get('params'), '{:,}')} / {_f(c.get('peer_params', c.get('params')), '{:,}')} | "
+                    f"{c.get('peer', '–')} | {_status(r)} |")
+    return rows
+
+
 _GROUPS = [("sampling", "Sampling (ratio = limit time / sampler time, same NFE, batch and dtype)", _sampling_rows),
            ("training", "Training (ratio = bare forward+backward time / train-step time)", _training_rows),
            ("likelihood", "Likelihood", _likelihood_rows),
@@ -161,7 +175,9 @@ _GROUPS = [("sampling", "Sampling (ratio = limit time / sampler time, same NFE, 
            ("metrics", "Feature extraction for FID/KID/IS (ratio = bare feature network / extract_features)",
             _metrics_rows),
            ("losses", "Losses: finite-difference vs autodiff train step (speedup = autodiff time / FD time)",
-            _loss_rows)]
+            _loss_rows),
+           ("peers", "Peers: the same work in PyTorch libraries (ratio = peer time / our time: > 1, we are faster)",
+            _peer_rows)]
 
 
 def markdown(doc: dict) -> str:

@@ -5,6 +5,7 @@ Usage::
     python -m benchmarks.run --suite quick --out runs/bench            # a few minutes on 2 CPU cores
     python -m benchmarks.run --suite full --out runs/bench-full        # the sweeps (long)
     python -m benchmarks.run --suite smoke --out /tmp/bench            # tiny, 1 repeat (the test suite's)
+    python -m benchmarks.run --suite peers --out runs/peers            # vs diffusers / k-diffusion (extra 'peers')
     python -m benchmarks.run --suite quick --out DIR --only 'sampling/mlp/pc'         # a subset, by case id
     python -m benchmarks.run --suite quick --out DIR --network config:small/ncsnpp \\
         --network-set model.nf=16                                      # + sampling with an image network
@@ -44,6 +45,8 @@ def _parser():
     ap.add_argument("--max-spread", type=float, default=None,
                     help="largest (median - min) / min reported (default: the suite's)")
     ap.add_argument("--budget", type=float, default=None, help="seconds of timed calls per case (default: suite's)")
+    ap.add_argument("--retime-budget", type=float, default=None,
+                    help="seconds a case too spread to report may spend being re-timed (default: the suite's)")
     ap.add_argument("--no-multidevice", action="store_true", help="skip the 1-vs-8-device subprocess")
     ap.add_argument("--no-models", action="store_true", help="skip the image-model benchmark (full suite)")
     return ap
@@ -70,8 +73,8 @@ def main(argv=None) -> dict:
 
     import jax
 
-    from benchmarks import cases, compile_cases, loss_cases, metrics_cases, train_cases
-    from benchmarks.common import Context, guarded, record
+    from benchmarks import cases, compile_cases, loss_cases, metrics_cases, peers, train_cases
+    from benchmarks.common import Context, guarded, record, stability
     from benchmarks.networks import build_network
     from benchmarks.report import check_targets, markdown
     from benchmarks.timing import loadavg, machine_info
@@ -82,6 +85,7 @@ def main(argv=None) -> dict:
                   max_spread=p["max_spread"] if args.max_spread is None else args.max_spread,
                   retries=p["retries"], budget_s=p["budget_s"] if args.budget is None else args.budget,
                   machine=machine, min_repeats=p["min_repeats"],
+                  retime_budget_s=p.get("retime_budget_s", 0.0) if args.retime_budget is None else args.retime_budget,
                   only=re.compile(args.only) if args.only else None)
     load0 = loadavg()
     ctx.log(f"suite {args.suite}: jax {jax.__version__} on {machine['backend']} ({machine['device_kind']}), "
@@ -96,6 +100,7 @@ def main(argv=None) -> dict:
     loss_cases.run_losses(ctx, net, p)
     compile_cases.run_compile(ctx, net, p)
     metrics_cases.run_metrics(ctx, p)
+    peers.run_peers(ctx, p)
 
     extra_p = dict(pc_batches=p["extra_batches"], pc_batch_steps=p["extra_steps"],
                    pc_pairs=[("euler_maruyama", "none")], pairs_batch=p["extra_batches"][-1],
@@ -129,11 +134,14 @@ def main(argv=None) -> dict:
 
     doc = dict(schema_version=1, suite=args.suite, argv=list(sys.argv[1:] if argv is None else argv),
                machine=machine, loadavg_start=load0, loadavg_end=loadavg(),
-               wall_s=time.perf_counter() - t_start, targets=check_targets(ctx.records), records=ctx.records)
+               wall_s=time.perf_counter() - t_start, targets=check_targets(ctx.records),
+               stability=stability(ctx.records), records=ctx.records)
     with open(os.path.join(args.out, "benchmarks.json"), "w") as f:
         json.dump(doc, f, indent=1)
     with open(os.path.join(args.out, "benchmarks.md"), "w") as f:
         f.write(markdown(doc))
+    st = doc["stability"]
+    ctx.log(f"re-timed {st['retimed']} of {st['timed']} cases, {st['unstable']} still unstable (not reported)")
     ctx.log(f"wrote {args.out}/benchmarks.json and benchmarks.md ({len(ctx.records)} records, "
             f"{doc['wall_s']:.0f} s)")
     return doc

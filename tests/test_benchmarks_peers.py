@@ -1,0 +1,66 @@
+"""The peer benchmark suite's plumbing (benchmarks/peers.py): the same MLP in Flax and torch, the tiny
+``peers-smoke`` suite end to end, and the ``skipped`` record when a peer package is missing. Timings are never
+asserted (benchmarks measure performance; tests check that the benchmark measures the right thing)."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import peers
+from benchmarks.common import Context
+
+
+def _ctx():
+    return Context(suite="test", params={}, repeats=1, max_spread=float("inf"), retries=0, budget_s=0.0,
+                   machine={}, min_repeats=1, log=lambda msg: None)
+
+
+def test_missing_peer_is_recorded_as_skipped_with_the_install_command(monkeypatch):
+    """Without a peer package every peer case is a 'skipped' record whose note names the package and the
+    install command; nothing is timed."""
+    monkeypatch.setattr(peers, "missing_peers", lambda names=(): ["diffusers"])
+    ctx = _ctx()
+    peers.run_peers(ctx, {"peers": dict(ve_pc=[(16, 4, 5)], unet_batches=[2], kdiff=[("heun", 16, 4, 3)])})
+    assert [r["id"] for r in ctx.records] == ["peers/ve_pc/mlp16/b4/n5", "peers/unet_forward/b2",
+                                              "peers/kdiff/heun/mlp16/b4/n3"]
+    for r in ctx.records:
+        assert r["status"] == "skipped" and r["ratio"] is None and r["timing"] is None
+        assert "diffusers" in r["note"] and peers.INSTALL in r["note"]
+
+
+def test_torch_mlp_equals_the_flax_mlp():
+    """The peer's torch MLP (weights copied from Flax) gives the Flax scores to float32 rounding (rtol 1e-5,
+    atol 1e-6), so both sides do the same work; sigma in [0.01, 50] covers the VE range."""
+    torch = pytest.importorskip("torch")
+    model, params, n = peers._mlp(16, 3)
+    assert n == 3 * 16 + 16 + 2 * (16 * 16 + 16) + 16 * 2 + 2
+    x = np.random.default_rng(0).standard_normal((8, 2)).astype(np.float32)
+    sigma = np.geomspace(0.01, 50.0, 8).astype(np.float32)
+    ours = np.asarray(model.apply(params, jnp.asarray(x), jnp.asarray(sigma)))
+    theirs = peers._torch_mlp(torch, params, 16, 3)(torch.from_numpy(x), torch.from_numpy(sigma)).detach().numpy()
+    np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_peers_smoke_suite_writes_ratios(tmp_path):
+    """``--suite peers-smoke`` (tiny sizes, 1 repeat) writes one ok record per case with ratio = peer min time /
+    our min time and equal evaluation counts on both sides; the Markdown report has the peers table."""
+    missing = peers.missing_peers()
+    if missing:
+        pytest.skip(f"peer packages not installed: {missing} ({peers.INSTALL})")
+    from benchmarks.run import main
+
+    doc = main(["--suite", "peers-smoke", "--out", str(tmp_path), "--no-multidevice"])
+    recs = {r["id"]: r for r in doc["records"] if r["group"] == "peers"}
+    assert set(recs) == {"peers/ve_pc/mlp16/b4/n5", "peers/kdiff/heun/mlp16/b4/n3",
+                         "peers/kdiff/dpmpp_2m/mlp16/b4/n3"}
+    for r in recs.values():
+        assert r["status"] == "ok", r["note"]
+        assert r["ratio"] == pytest.approx(r["limit"]["min_s"] / r["timing"]["min_s"])
+        assert r["nfe"] == r["config"].get("peer_nfe", r["nfe"])
+    assert recs["peers/ve_pc/mlp16/b4/n5"]["nfe"] == 10
+    assert recs["peers/ve_pc/mlp16/b4/n5"]["extra"]["ours_finite"]
+    assert json.loads((tmp_path / "benchmarks.json").read_text())["suite"] == "peers-smoke"
+    assert "## Peers" in (tmp_path / "benchmarks.md").read_text()
