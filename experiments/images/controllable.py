@@ -110,8 +110,8 @@ def _gather(x) -> np.ndarray:
     return multihost_utils.process_allgather(x, tiled=True) if jax.process_count() > 1 else np.asarray(x)
 
 
-def _restore_score_model(config, workdir: str):
-    run = experiment.setup(config, workdir)
+def _restore_score_model(config, workdir: str, run=None):
+    run = run or experiment.setup(config, workdir)
     if int(config.model.get("num_classes", 0) or 0) > 0:
         raise ValueError("model.num_classes > 0: this score network is class-conditional; the controllable modes "
                          "need an unconditional one (--mode sample draws labelled samples from it).")
@@ -132,7 +132,7 @@ def _inpaint_options(config):
     C.check_int("inpaint.grid_size", ic.grid_size, 1)
 
 
-def inpaint_images(run, params, key, images, mask, *, denoise: bool = True):
+def inpaint_images(run, params, key, images, mask, *, denoise: bool = True, progress: bool = False):
     """Complete ``uint8 [n, H, W, C]`` images where ``mask`` (``[H, W, C]``, 1: known) is 0.
 
     :func:`sde_jax.inpaint` with the run's score model, ``config.inpaint.method`` and the PC settings of
@@ -155,7 +155,8 @@ def inpaint_images(run, params, key, images, mask, *, denoise: bool = True):
     x0 = np.asarray(D.to_model_space(jax.random.key(0), jnp.asarray(images), centered=bool(config.data.centered)))
     score_fn = run.parts.make_score_fn(params)
     out, nfe = [], 0
-    for b, idx in enumerate(_batches(len(images), batch, run.mesh.size)):
+    batches = _batches(len(images), batch, run.mesh.size)
+    for b, idx in enumerate(tqdm(batches, disable=not (progress and is_main_process()), desc="inpaint")):
         data = D.to_device(x0[idx], run.mesh, P(DATA_AXIS))
         x, nfe = samplers.inpaint(jax.random.fold_in(key, b), sde, score_fn, data, jnp.asarray(mask)[None],
                                   method=ic.method, **options)
@@ -178,15 +179,17 @@ def _label_figures(probs, labels) -> dict:
             "num_images": int(len(labels))}
 
 
-def inpaint(config, workdir: str, *, progress: bool = True) -> dict:
-    """``--mode inpaint`` (module docstring); returns the metrics (also written as JSON)."""
+def inpaint(config, workdir: str, *, progress: bool = True, run=None) -> dict:
+    """``--mode inpaint`` (module docstring); returns the metrics (also written as JSON). ``run``: an
+    :func:`experiments.images.experiment.setup` of the same config and workdir to reuse (and its compiled
+    sampler)."""
     _inpaint_options(config)
-    run, params, step = _restore_score_model(config, workdir)
+    run, params, step = _restore_score_model(config, workdir, run)
     d, ic = config.data, config.inpaint
     test = D.load_images(d, d.eval_split, max_examples=int(ic.num_images) or None)
     mask = half_mask(ic.mask, test.images.shape[1:])
     t0 = time.perf_counter()
-    x, nfe = inpaint_images(run, params, mode_key(config, "inpaint"), test.images, mask)
+    x, nfe = inpaint_images(run, params, mode_key(config, "inpaint"), test.images, mask, progress=progress)
     seconds = time.perf_counter() - t0
     stem = f"inpaint_{ic.mask}_{ic.method}_{step}"
     info = {"step": step, "mask": ic.mask, "method": ic.method, "num_images": int(len(test)), "split": d.eval_split,

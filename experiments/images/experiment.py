@@ -101,8 +101,9 @@ def pc_settings(run: Run):
     num_steps = int(s.num_steps) or None
     if num_steps and training.is_continuous(run.config):
         sde, num_steps = sde.replace(N=num_steps), None   # continuous models: the grid follows N
-    return sde, dict(predictor=s.predictor, corrector=s.corrector, snr=s.snr, n_corrector_steps=int(s.n_corrector_steps),
-                     num_steps=num_steps, eps=s.eps, denoise=bool(s.denoise), mesh=run.mesh)
+    return sde, dict(predictor=s.predictor, corrector=s.corrector, snr=s.snr,
+                     n_corrector_steps=int(s.n_corrector_steps), num_steps=num_steps, eps=s.eps,
+                     denoise=bool(s.denoise), mesh=run.mesh)
 
 
 def _pc(run: Run, key, score_fn, shape):
