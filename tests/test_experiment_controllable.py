@@ -124,6 +124,21 @@ def test_inpaint_keeps_the_observed_half_and_has_no_last_step_noise(trained):
 
 
 @pytest.mark.slow
+def test_inpaint_with_smc(trained):
+    """``inpaint.method='smc'`` (2 particles, 2 images): the particle filter's output keeps the observed half
+    bitwise and the files are named by the method."""
+    config, wd, _ = trained
+    config = copy.deepcopy(config)
+    config.inpaint.update(method="smc", num_particles=2, num_images=2, mask="bottom_half")
+    info = experiment.run(config, wd, "inpaint", progress=False)
+    assert info["path"].endswith("inpaint_bottom_half_smc_2.npz") and info["num_particles"] == 2
+    with np.load(info["path"]) as f:
+        known = f["masks"] == 1
+        assert f["inpaintings"].shape == (2, 8, 8, 1) and known[:, :4].all() and not known[:, 4:].any()
+        np.testing.assert_array_equal(f["inpaintings"][known], f["originals"][known])
+
+
+@pytest.mark.slow
 def test_conditional_samples_every_class_with_the_trained_classifier(trained):
     """``--mode train_classifier`` wrote a checkpoint and the eval-split accuracy at 6 noise levels;
     ``--mode conditional`` (scale 2) writes ``samples`` uint8 ``[20, 8, 8, 1]`` with ``labels`` 0,0,1,1,...,9,9,

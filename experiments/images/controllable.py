@@ -274,7 +274,7 @@ def _noisy_accuracy(run, params) -> dict:
         xt = mean + std[:, None, None, None] * jax.random.normal(key, x0.shape, x0.dtype)
         return jnp.mean(jnp.argmax(logit_fn(xt, t), -1) == jnp.asarray(test.labels))
 
-    return {f"t={t:g}": float(accuracy(jax.random.fold_in(jax.random.key(0), i), max(t, eps)))
+    return {f"t={max(t, eps):g}": float(accuracy(jax.random.fold_in(jax.random.key(0), i), max(t, eps)))
             for i, t in enumerate(NOISE_LEVELS)}
 
 
