@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
+from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -558,13 +558,17 @@ def get_classifier_loss_fn(sde: SDE, *, eps=1e-5) -> Callable:
 
     Returns:
       ``loss_fn(logit_fn, key, batch) -> (loss, {"loss", "accuracy", "t_mean"})`` with ``logit_fn(x, t) -> [B,
-      C]`` (:func:`sde_jax.models.get_logit_fn`) and ``batch = (x [B, ...], labels [B] int)``.
+      C]`` (:func:`sde_jax.models.get_logit_fn`) and ``batch = (x [B, ...], labels [B] int)`` or the labelled
+      batches of :func:`sde_jax.data.device_batches`, ``{"image": x, "label": labels}``.
     """
     eps = C.check_eps(eps, sde)
 
     def loss_fn(logit_fn, key, batch):
+        if isinstance(batch, Mapping) and "image" in batch and "label" in batch:   # sde_jax.data's labelled batches
+            batch = (batch["image"], batch["label"])
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-            raise ValueError("the classifier loss needs batch = (x [B, ...], labels [B]).")
+            raise ValueError("the classifier loss needs batch = (x [B, ...], labels [B]) or {'image': x, 'label': "
+                             "labels}.")
         x, labels = batch
         _check_batch_array(x)
         if jnp.shape(labels) != jnp.shape(x)[:1]:

@@ -1,7 +1,8 @@
 """python -m experiments.images --workdir DIR --config experiments/images/configs/NAME.py[:VARIANT] --mode MODE
 
-Modes: ``train`` | ``sample`` | ``eval`` (see :mod:`experiments.images.experiment`); ``--config.field=value``
-overrides any field. Several processes: pass ``--coordinator_address=HOST:PORT --num_processes=N
+Modes: ``train`` | ``sample`` | ``eval`` (see :mod:`experiments.images.experiment`) and ``inpaint`` |
+``train_classifier`` | ``conditional`` (controllable generation: :mod:`experiments.images.controllable`);
+``--config.field=value`` overrides any field. Several processes: pass ``--coordinator_address=HOST:PORT --num_processes=N
 --process_id=I`` to each, or launch under SLURM / on a Cloud TPU pod, where ``jax.distributed.initialize()``
 finds its peers by itself.
 """
@@ -17,7 +18,8 @@ flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, snapshot
                     required=True)
 config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__), "configs", "digits.py"),
                                 "Experiment config file (overrides: --config.field=value).")
-flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to do.")
+flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "inpaint", "train_classifier", "conditional"],
+                  "What to do.")
 flags.DEFINE_string("coordinator_address", None, "Multi-process: HOST:PORT of process 0 (jax.distributed).")
 flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes.")
 flags.DEFINE_integer("process_id", None, "Multi-process: index of this process.")

@@ -48,7 +48,8 @@ from sde_jax import data as D
 from sde_jax import likelihood, samplers, training
 from sde_jax.parallel import DATA_AXIS, is_main_process, replicated_sharding
 
-__all__ = ["MODES", "SAMPLERS", "train", "sample", "evaluate", "run", "restore_ema", "make_sampler", "Run"]
+__all__ = ["MODES", "SAMPLERS", "train", "sample", "evaluate", "run", "restore_ema", "make_sampler", "pc_settings",
+           "Run"]
 
 SAMPLES_DIR, SNAPSHOT_DIR, EVAL_DIR, CLASSIFIER_DIR = "samples", "snapshots", "eval", "classifier"
 
@@ -93,15 +94,21 @@ def _main_write_json(path: str, obj) -> None:
 # --------------------------------------------------------------------------------------------------------------
 # Sampling
 # --------------------------------------------------------------------------------------------------------------
-def _pc(run: Run, key, score_fn, shape):
+def pc_settings(run: Run):
+    """``(sde, options)``: the SDE and the :func:`sde_jax.pc_sample` keywords of ``config.sampling`` (also what the
+    controllable-generation modes pass to ``sj.inpaint`` / ``sj.conditional_sample``)."""
     s, sde = run.config.sampling, run.parts.sde
     num_steps = int(s.num_steps) or None
     if num_steps and training.is_continuous(run.config):
         sde, num_steps = sde.replace(N=num_steps), None   # continuous models: the grid follows N
-    x, nfe = samplers.pc_sample(key, sde, score_fn, shape, predictor=s.predictor, corrector=s.corrector, snr=s.snr,
-                                n_corrector_steps=int(s.n_corrector_steps), num_steps=num_steps, eps=s.eps,
-                                denoise=bool(s.denoise), mesh=run.mesh)
-    return x, nfe
+    return sde, dict(predictor=s.predictor, corrector=s.corrector, snr=s.snr,
+                     n_corrector_steps=int(s.n_corrector_steps), num_steps=num_steps, eps=s.eps,
+                     denoise=bool(s.denoise), mesh=run.mesh)
+
+
+def _pc(run: Run, key, score_fn, shape):
+    sde, options = pc_settings(run)
+    return samplers.pc_sample(key, sde, score_fn, shape, **options)
 
 
 def _ode(run: Run, key, score_fn, shape):
@@ -476,8 +483,21 @@ def evaluate(config, workdir: str, *, progress: bool = True) -> dict:
     return metrics
 
 
-MODES = {"train": train, "sample": sample, "eval": evaluate}
-"""``--mode`` -> function ``(config, workdir, progress=...)``."""
+def _controllable(name: str) -> Callable:
+    def mode(config, workdir: str, *, progress: bool = True):
+        from experiments.images import controllable   # imports this module
+
+        return getattr(controllable, name)(config, workdir, progress=progress)
+
+    mode.__name__ = mode.__qualname__ = name
+    mode.__doc__ = f"The ``{name}`` mode of :mod:`experiments.images.controllable`."
+    return mode
+
+
+MODES = {"train": train, "sample": sample, "eval": evaluate, "inpaint": _controllable("inpaint"),
+         "train_classifier": _controllable("train_classifier"), "conditional": _controllable("conditional")}
+"""``--mode`` -> function ``(config, workdir, progress=...)``; ``inpaint``, ``train_classifier`` and
+``conditional``: :mod:`experiments.images.controllable`."""
 
 
 def run(config, workdir: str, mode: str, *, progress: bool = True):

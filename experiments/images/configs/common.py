@@ -53,7 +53,27 @@ def experiment_fields(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict
                                        # the small classifier's features on the CPU configs, else no metrics)
         reference_stats="",            # a statistics file of the reference set ('': the train split, cached)
         reference_num_examples=0))     # 0: the whole train split
+    c.inpaint = ml_collections.ConfigDict(dict(   # --mode inpaint (experiments.images.controllable)
+        mask="right_half",             # right_half | left_half | bottom_half | top_half: the hidden half
+        method="replacement",          # replacement (the paper's PC inpainter) | smc (sde_jax.samplers.smc_sample)
+        num_particles=16,              # smc only
+        num_images=0,                  # 0: the whole eval split
+        grid_size=16))                 # columns of the grid (masked input / inpainting / original)
+    c.guidance = ml_collections.ConfigDict(dict(   # --mode train_classifier / conditional
+        scale=1.0,                     # > 0; 1: exact conditioning with the exact log p_t(y | x)
+        samples_per_class=10,
+        classifier_dir="",             # '': DIR/noise_classifier (written by --mode train_classifier)
+        classifier=dict(               # the noise-conditional classifier: model fields, training and optim overrides
+            model=_paper_classifier_model(),
+            training=dict(batch_size=128, num_steps=50_000, steps_per_call=5, log_every=500, checkpoint_every=5_000,
+                          eval_every=5_000, eval_batches=4),
+            optim=dict(lr=2e-4, warmup=1000, ema_rate=0.999))))
     return c
+
+
+def _paper_classifier_model() -> dict:
+    """The paper's noise-conditional WRN-28-10 (``sde_jax.models.get_config('classifier/cifar10_wideresnet')``)."""
+    return models.get_config("classifier/cifar10_wideresnet").model.to_dict()
 
 
 def _predictor(c) -> str:

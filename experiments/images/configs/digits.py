@@ -47,4 +47,14 @@ def get_config():
     e.bpd_num_repeats = 1
     e.bpd_rtol = e.bpd_atol = 1e-4
     e.classifier_steps = 600
+
+    i = c.inpaint                        # --mode inpaint: the 359 test digits, right half hidden
+    i.mask, i.method, i.grid_size = "right_half", "replacement", 16
+
+    g = c.guidance                       # --mode train_classifier / conditional: a WRN-10-2 on the 8x8 digits
+    g.scale, g.samples_per_class = 1.0, 10
+    g.classifier.model.update(blocks_per_group=1, channel_multiplier=2, embedding_size=64, embedding_width=128)
+    g.classifier.training.update(batch_size=128, num_steps=1500, steps_per_call=1, log_every=100,
+                                 checkpoint_every=500, eval_every=500, eval_batches=3)
+    g.classifier.optim.update(lr=2e-3, warmup=100, ema_rate=0.99)
     return c
