@@ -248,20 +248,17 @@ class _BetaSDE(SDE):
     @property
     def discrete_betas(self):
         """DDPM betas ``linspace(beta_0/N, beta_1/N, N)``; the chain takes ``sqrt(1 - beta_i)``, so every
-        ``beta_i`` must be <= 1, i.e. ``N >= beta_1`` (``ValueError`` otherwise; a traced ``beta_max`` is checked
-        at run time). At ``N = beta_1`` the last step destroys the whole signal (and the ancestral step divides
-        by ``sqrt(1 - beta) = 0``): use ``N`` well above ``beta_1`` (the paper: 1000)."""
+        ``beta_i`` must be <= 1, i.e. ``N >= beta_1`` (``ValueError`` otherwise, when ``beta_max`` is concrete,
+        e.g. when :func:`sde_jax.pc_sample` is called; a traced ``beta_max`` is not checked). At ``N = beta_1``
+        the last step destroys the whole signal (and the ancestral step divides by ``sqrt(1 - beta) = 0``): use
+        ``N`` well above ``beta_1`` (the paper: 1000)."""
         message = (f"the discrete (DDPM) chain of {type(self).__name__} needs every beta_i = beta(t_i) / N <= 1, "
                    f"i.e. N >= beta_max")
-        beta_max = self.beta_max
-        if C.is_concrete(beta_max):
-            if float(beta_max) / self.N > 1.0:
-                raise ValueError(f"{message}; got beta_max={float(beta_max)}, N={self.N}. Use more levels "
-                                 f"(N) or a sampler that does not take the discrete chain (e.g. predictor="
-                                 f"'euler_maruyama').")
-        else:   # a scalar check, so the program does not grow with N
-            beta_max = eqx.error_if(beta_max, beta_max / self.N > 1.0, f"{message}.")
-        return jnp.linspace(self.beta_min / self.N, beta_max / self.N, self.N)
+        if C.is_concrete(self.beta_max) and float(self.beta_max) / self.N > 1.0:
+            raise ValueError(f"{message}; got beta_max={float(self.beta_max)}, N={self.N}. Use more levels "
+                             f"(N) or a sampler that does not take the discrete chain (e.g. predictor="
+                             f"'euler_maruyama').")
+        return jnp.linspace(self.beta_min / self.N, self.beta_max / self.N, self.N)
 
     @property
     def alphas(self):
