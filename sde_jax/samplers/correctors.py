@@ -11,7 +11,8 @@ it declares (``Corrector.options``). Both correctors are the one overdamped Lang
 and differ in the step size ``epsilon``:
 
 * ``langevin`` (options ``snr``, ``per_sample_step``): ``epsilon = 2 alpha_i (r ||z|| / ||s||)^2`` with target
-  signal-to-noise ratio ``r = snr``. The paper's code averages the two norms over the (global) batch, so a
+  signal-to-noise ratio ``r = snr``, where ``z`` is the very draw the update then adds (the paper's
+  Algorithm 4 and code: one normal draw per update). The paper's code averages the two norms over the (global) batch, so a
   sample's step depends on its batch-mates; that is the default here too. ``per_sample_step=True`` uses each
   sample's own norms instead, so samples no longer depend on batch composition.
 
@@ -106,8 +107,7 @@ def batch_mean(v, where=None):
 
 def _langevin(key, sde, score_fn, x, t, index, *, snr, per_sample_step):
     score = check_score(score_fn(x, t), x)
-    key_z, key_noise = jax.random.split(key)
-    z = jax.random.normal(key_z, x.shape, x.dtype)
+    z = jax.random.normal(key, x.shape, x.dtype)   # sets the step size and is the step's noise (Algorithm 4)
     noise_norm, score_norm = _norms(z), _norms(score)
     if not per_sample_step:
         finite = jnp.isfinite(score_norm)
@@ -115,7 +115,7 @@ def _langevin(key, sde, score_fn, x, t, index, *, snr, per_sample_step):
         score_norm = jnp.broadcast_to(batch_mean(score_norm, finite), score_norm.shape)
     alpha = sde.langevin_alpha(t, index).astype(x.dtype)
     step = 2.0 * alpha * (snr * noise_norm) ** 2 / jnp.maximum(score_norm**2, _TINY)
-    return langevin_update(key_noise, x, score, step)
+    return langevin_update(None, x, score, step, noise=z)
 
 
 def _ald(key, sde, score_fn, x, t, index, *, snr):

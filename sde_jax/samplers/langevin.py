@@ -43,22 +43,26 @@ class MALAInfo(NamedTuple):
     is_accepted: jax.Array  # [n], bool
 
 
-def langevin_update(key, x, score, step_size):
+def langevin_update(key, x, score, step_size, *, noise=None):
     """One overdamped Langevin step: ``x_mean = x + h score``, ``x' = x_mean + sqrt(2 h) z``, ``z ~ N(0, I)``.
 
     Args:
-      key: PRNG key for ``z``.
+      key: PRNG key for ``z`` (unused when ``noise`` is given; may then be ``None``).
       x: positions ``[n, ...]``.
       score: ``grad log p`` at ``x`` (shape of ``x``).
       step_size: ``h``: a scalar or one per chain (``[n]``).
+      noise: the standard normal draw ``z`` (shape of ``x``) to use instead of drawing one from ``key``: the
+        PC sampler's Langevin corrector moves with the draw whose norm set ``h`` (Song et al. 2021,
+        Algorithm 4).
 
     Returns:
       ``(x', x_mean)`` in ``x``'s dtype (a score of a wider dtype does not change a chain's dtype).
     """
     h = jnp.asarray(step_size, x.dtype)
     h = batch_broadcast(h, x) if h.ndim else h
+    z = jax.random.normal(key, x.shape, x.dtype) if noise is None else jnp.asarray(noise, x.dtype)
     x_mean = x + h * score
-    x_new = x_mean + jnp.sqrt(2.0 * h) * jax.random.normal(key, x.shape, x.dtype)
+    x_new = x_mean + jnp.sqrt(2.0 * h) * z
     return x_new.astype(x.dtype), x_mean.astype(x.dtype)
 
 

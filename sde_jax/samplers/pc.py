@@ -154,11 +154,12 @@ def _pc_loop(key, sde, score_fn, eps, options, shape, pred, corr, n_corr, num_st
     def step(carry, inputs):
         x, x_mean = carry
         k, t, tn, level = inputs
-        key_c, key_p = jax.random.split(jax.random.fold_in(key_loop, k))
+        keys_k = jax.random.split(jax.random.fold_in(key_loop, k), n_corr + 1)   # the correctors', the predictor's
+        key_p = keys_k[n_corr]
         keys_j = None if project is None else jax.random.split(jax.random.fold_in(key_project, k), n_corr + 1)
         t, tn, level = jnp.full((batch,), t), jnp.full((batch,), tn), jnp.full((batch,), level)
         if n_corr > 0:
-            keys = jax.random.split(key_c, n_corr)
+            keys = keys_k[:n_corr]
             keys = keys if project is None else jnp.stack([keys, keys_j[:n_corr]], axis=1)
             (x, x_mean), _ = jax.lax.scan(corrector_update(t, level), (x, x_mean), keys)
         if pred.nfe_per_step > 0:
