@@ -10,10 +10,17 @@ Cases (ids ``peers/...``), each alternating our call and the peer's (A B, B A, .
 * ``peers/ve_pc/mlp<W>/b<B>/n<N>``: the VE PC sampler, reverse-diffusion predictor + one Langevin corrector per
   step (``snr``), ``N`` steps, against diffusers' ``ScoreSdeVeScheduler`` driven as its ``ScoreSdeVePipeline``
   does (``step_correct`` then ``step_pred`` per step) with the same MLP in torch (the Flax weights copied):
-  ``score(x, sigma) = MLP([x, log sigma]) / sigma``, 3 hidden SiLU layers of width ``W``, 2-D data.
+  ``score(x, sigma) = MLP([x, log sigma]) / sigma``, 3 hidden SiLU layers of width ``W``, 2-D data. ``extra``
+  also holds ``bare_over_ours``: the same ``2 N`` MLP evaluations alone (a ``lax.scan``), timed in the same
+  alternation, over our sampler's time (the share of the sampler's time spent in the network).
 * ``peers/unet_forward/b<B>``: our ``small/ncsnpp`` forward against diffusers' ``UNet2DModel`` forward at the
   closest configuration it has (32x32x3, channels (32, 64, 64), one res-block per level, attention at 16x16,
   Fourier time embedding); the parameter counts of both are in ``config``.
+* ``peers/likelihood/gmm<D>/exact/b<B>/tol<T>``: ``sj.log_likelihood`` (exact divergence, dopri5, ``rtol = atol =
+  T``) on ``B`` samples of a ``D``-dimensional Gaussian mixture with its exact perturbed score under the VP SDE,
+  against the paper's method: scipy's RK45 on the host over the whole flattened batch, ``rtol = atol = T``, one
+  jitted device call per evaluation returning the drift and the exact divergence of the batch. Both results are
+  scored against the exact ``log p_eps`` (``extra``: mean / max absolute errors, the peer's evaluation count).
 * ``peers/kdiff/<sampler>/mlp<W>/b<B>/n<N>``: ``sj.sample(method="edm_heun")`` against k-diffusion's
   ``sample_heun``, ``method="dpm_solver++"`` (2M) against ``sample_dpmpp_2m``, on the Karras grid of the VE SDE
   with the same MLP (k-diffusion's denoiser ``D(x, sigma) = x + sigma^2 score``); equal evaluation counts.
@@ -39,6 +46,7 @@ import numpy as np
 import sde_jax as sj
 from sde_jax._pytree import pytree_dataclass, static_field
 from benchmarks.common import Context, guarded, measure, record
+from benchmarks.networks import forward_limit
 from benchmarks.timing import aot_compile
 
 __all__ = ["INSTALL", "SigmaMLP", "VEScore", "missing_peers", "run_peers"]
@@ -160,8 +168,13 @@ def ve_pc_case(ctx: Context, *, width: int, batch: int, steps: int, snr: float =
             x, x_mean = out.prev_sample, out.prev_sample_mean
         return x_mean
 
+    # The bare network: the sampler's 2 * steps evaluations of the same MLP alone (one sigma per step, as the
+    # sampler's), so ``bare / ours`` is the share of our time spent in the network (1.0: nothing on top).
+    bare_args = (params, jnp.ones(shape), jnp.full((batch,), 1.0), jnp.zeros((steps,)))
+    bare = aot_compile(forward_limit(model.apply, steps, 2), *bare_args)
     out_ours, out_peer = np.asarray(compiled(*args)), peer().numpy()
-    sums, status, note = measure(ctx, {"ours": lambda: compiled(*args), "peer": lambda: (peer(), None)[1]})
+    sums, status, note = measure(ctx, {"ours": lambda: compiled(*args), "peer": lambda: (peer(), None)[1],
+                                       "bare": lambda: bare(*bare_args)})
     return _peer_record(
         ctx, f"peers/ve_pc/mlp{width}/b{batch}/n{steps}", "pc_sample", batch=batch, steps=steps, nfe=2 * steps,
         config=dict(network=f"MLP {depth}x{width} SiLU, 2-D", params=n_params, sde="VESDE", sigma_min=SIGMA_MIN,
@@ -170,7 +183,9 @@ def ve_pc_case(ctx: Context, *, width: int, batch: int, steps: int, snr: float =
         compiled=compiled, ours=sums["ours"], peer=sums["peer"], status=status, note=note,
         what=f"diffusers ScoreSdeVeScheduler + the same MLP in torch, {2 * steps} evaluations",
         extra=dict(ours_finite=bool(np.all(np.isfinite(out_ours))), peer_finite=bool(np.all(np.isfinite(out_peer))),
-                   ours_std=float(out_ours.std()), peer_std=float(out_peer.std())))
+                   ours_std=float(out_ours.std()), peer_std=float(out_peer.std()), bare_min_s=sums["bare"]["min_s"],
+                   bare_over_ours=sums["bare"]["min_s"] / sums["ours"]["min_s"],
+                   bare_over_ours_median=sums["bare"]["median_s"] / sums["ours"]["median_s"]))
 
 
 def _load_k_sampling():
@@ -239,6 +254,68 @@ def kdiff_case(ctx: Context, *, name: str, width: int, batch: int, steps: int, d
         what=f"k-diffusion {k_name} on the same Karras grid + the same MLP in torch, {k_nfe} evaluations")
 
 
+def likelihood_mixture(dim: int) -> "sj.toy.GaussianMixture":
+    """The likelihood peer case's target: 4 anisotropic components in ``dim`` dimensions (fixed seed)."""
+    rng = np.random.default_rng(dim)
+    w = np.array([0.1, 0.2, 0.3, 0.4])
+    means = 1.5 * rng.standard_normal((4, dim))
+    return sj.toy.GaussianMixture(means - w @ means, rng.uniform(0.3, 0.8, (4, dim)), w)
+
+
+def likelihood_scipy_case(ctx: Context, *, dim: int, batch: int, tol: float, eps: float = 1e-5):
+    from scipy import integrate
+
+    gmm = likelihood_mixture(dim)
+    sde = sj.VPSDE()
+    score = gmm.perturbed_score(sde)
+    x = gmm.sample(jax.random.key(3), batch)
+    exact = np.asarray(gmm.perturbed_log_prob(sde)(x, jnp.full((batch,), eps)))
+
+    def ours(score, x):
+        return sj.log_likelihood(None, sde, score, x, divergence="exact", rtol=tol, atol=tol, eps=eps)
+
+    compiled = aot_compile(ours, score, x)
+    logp_ours, nfe = jax.block_until_ready(compiled(score, x))
+
+    @jax.jit
+    def field(y, t):   # the batch's probability-flow drift and exact divergence: one device call
+        xs = y[:-batch].reshape(batch, dim)
+        tt = jnp.full((batch,), t, xs.dtype)
+
+        def drift(v):
+            f, g = sde.sde(v[None], tt[:1])
+            return (f - 0.5 * (g ** 2)[:, None] * score(v[None], tt[:1]))[0]
+
+        f = jax.vmap(drift)(xs)
+        div = jax.vmap(lambda v: jnp.trace(jax.jacfwd(drift)(v)))(xs)
+        return jnp.concatenate([f.reshape(-1), div])
+
+    x_np = np.asarray(x, np.float32)
+
+    def peer():   # the paper's likelihood.py: scipy RK45 over the flattened batch, on the host
+        init = np.concatenate([x_np.reshape(-1), np.zeros(batch, np.float32)])
+        sol = integrate.solve_ivp(lambda t, y: np.asarray(field(y.astype(np.float32), np.float32(t)), np.float64),
+                                  (eps, float(sde.T)), init, rtol=tol, atol=tol, method="RK45")
+        z = sol.y[:-batch, -1].reshape(batch, dim)
+        return np.asarray(sde.prior_logp(jnp.asarray(z, jnp.float32))) + sol.y[-batch:, -1], sol.nfev
+
+    logp_peer, peer_nfev = peer()
+    err_ours, err_peer = np.abs(np.asarray(logp_ours) - exact), np.abs(logp_peer - exact)
+    sums, status, note = measure(ctx, {"ours": lambda: compiled(score, x), "peer": lambda: (peer(), None)[1]})
+    return _peer_record(
+        ctx, f"peers/likelihood/gmm{dim}/exact/b{batch}/tol{tol:g}", "log_likelihood", batch=batch, steps=None,
+        nfe=int(nfe), config=dict(target=f"{dim}-D Gaussian mixture, 4 components, exact perturbed score",
+                                  sde="VPSDE", divergence="exact", solver="dopri5", rtol=tol, atol=tol, eps=eps,
+                                  peer="scipy.integrate.solve_ivp RK45 on the host over the flattened batch "
+                                       "(the paper's likelihood.py), one jitted drift + divergence call per "
+                                       "evaluation"),
+        compiled=compiled, ours=sums["ours"], peer=sums["peer"], status=status, note=note,
+        what=f"scipy RK45 on the host, {peer_nfev} evaluations of the batch",
+        extra=dict(peer_nfe=int(peer_nfev), ours_abs_err_mean=float(err_ours.mean()),
+                   ours_abs_err_max=float(err_ours.max()), peer_abs_err_mean=float(err_peer.mean()),
+                   peer_abs_err_max=float(err_peer.max())))
+
+
 def unet_forward_case(ctx: Context, *, batch: int):
     import torch
     from diffusers import UNet2DModel
@@ -286,6 +363,9 @@ def run_peers(ctx: Context, p: dict) -> None:
     plan += [(f"peers/kdiff/{s}/mlp{w}/b{b}/n{n}", ("torch", "k_diffusion"),
               lambda s=s, w=w, b=b, n=n: kdiff_case(ctx, name=s, width=w, batch=b, steps=n))
              for s, w, b, n in spec.get("kdiff", [])]
+    plan += [(f"peers/likelihood/gmm{d}/exact/b{b}/tol{t:g}", ("scipy",),
+              lambda d=d, b=b, t=t: likelihood_scipy_case(ctx, dim=d, batch=b, tol=t))
+             for d, b, t in spec.get("likelihood", [])]
     for cid, needs, fn in plan:
         if not ctx.wants(cid):
             continue

@@ -155,13 +155,14 @@ def _loss_rows(rs):
 
 def _peer_rows(rs):
     head = ("| case | batch | steps | NFE (ours / peer) | ours min ms | peer min ms | ours / peer throughput | "
-            "(medians) | params (ours / peer) | peer | status |")
+            "(medians) | bare net / ours | params (ours / peer) | peer | status |")
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rs:
         t, lim, c = r.get("timing") or {}, r.get("limit") or {}, r.get("config") or {}
         rows.append(f"| {r['id']} | {_f(r['batch'], '{}')} | {_f(r['num_steps'], '{}')} | "
                     f"{_f(r['nfe'], '{}')} / {_f(c.get('peer_nfe', r['nfe']), '{}')} | {_ms(t.get('min_s'))} | "
                     f"{_ms(lim.get('min_s'))} | {_f(r['ratio'], '{:.2f}')} | {_f(r['ratio_median'], '{:.2f}')} | "
+                    f"{_f((r.get('extra') or {}).get('bare_over_ours'), '{:.2f}')} | "
                     f"{_f(c.get('params'), '{:,}')} / {_f(c.get('peer_params', c.get('params')), '{:,}')} | "
                     f"{c.get('peer', '–')} | {_status(r)} |")
     return rows

@@ -65,11 +65,12 @@ SUITES = {
     "peers": dict(
         network="mlp-tiny", repeats=5, min_repeats=3, max_spread=0.2, retries=1, budget_s=10.0, retime_budget_s=30.0,
         peers=dict(ve_pc=[(256, 64, 1000), (64, 16, 1000)], unet_batches=[16],
-                   kdiff=[("heun", 256, 64, 17), ("dpmpp_2m", 256, 64, 20)]),
+                   kdiff=[("heun", 256, 64, 17), ("dpmpp_2m", 256, 64, 20)], likelihood=[(10, 256, 1e-5)]),
     ),
     "peers-smoke": dict(
         network="mlp-tiny", repeats=1, min_repeats=1, max_spread=float("inf"), retries=0, budget_s=0.0,
-        peers=dict(ve_pc=[(16, 4, 5)], kdiff=[("heun", 16, 4, 3), ("dpmpp_2m", 16, 4, 3)]),
+        peers=dict(ve_pc=[(16, 4, 5)], kdiff=[("heun", 16, 4, 3), ("dpmpp_2m", 16, 4, 3)],
+                   likelihood=[(2, 8, 1e-5)]),
     ),
 }
 """Suite name -> parameters. ``network``: the default network spec; ``repeats``/``min_repeats``/``budget_s``:
@@ -80,4 +81,5 @@ timed calls per program (fewer for long cases, never below ``min_repeats``); ``m
 ``loss_cases``: ``loss_pairs``/``loss_batches`` for the MLP, ``loss_image`` with ``loss_image_pairs``/
 ``loss_image_batches`` for an image network);
 ``extra_*`` size the sampling cases of networks given with ``--network``; ``peers`` (:mod:`benchmarks.peers`):
-``ve_pc`` (MLP width, batch, steps), ``unet_batches``, ``kdiff`` (sampler, MLP width, batch, steps)."""
+``ve_pc`` (MLP width, batch, steps), ``unet_batches``, ``kdiff`` (sampler, MLP width, batch, steps),
+``likelihood`` (dimension, batch, tolerance)."""
