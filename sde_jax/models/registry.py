@@ -187,8 +187,19 @@ def init_model(key, config: ml_collections.ConfigDict, input_shape: tuple[int, .
     def init(k):
         return model.init({"params": k, "dropout": k}, x, labels, **kwargs)
 
-    variables = jax.eval_shape(init, key) if abstract else jax.jit(init)(key)
-    return model, variables
+    if abstract:
+        return model, jax.eval_shape(init, key)
+    return model, jax.jit(init).lower(key).compile(compiler_options=_init_compiler_options())(key)
+
+
+def _init_compiler_options():
+    """XLA options of the one-off init program: on the CPU, LLVM optimisation level 1 instead of 2.
+
+    The init program runs once, so its compile time is what counts: for ``small/ncsnpp`` level 1 compiles in
+    10.5 s instead of 24 s and gives bitwise the same variables (measured on jaxlib 0.10.2; level 0 compiles
+    in 8 s but changes last bits, so it is not used). Other backends keep their defaults.
+    """
+    return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
 
 
 def count_params(variables) -> int:
