@@ -204,11 +204,56 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _median(values):
+    ok = sorted(v for v in values if isinstance(v, float))
+    if not ok:
+        return None
+    return ok[len(ok) // 2] if len(ok) % 2 else 0.5 * (ok[len(ok) // 2 - 1] + ok[len(ok) // 2])
+
+
+def peer_summary(docs) -> str:
+    """The README's peers table from one or more runs of the ``peers`` suite: per case, our and the peer's
+    median (over runs) of the minimum times, the ratio peer / ours of each run and its median, our share of the
+    bare network (VE PC cases) and the likelihood errors against the exact density (first run)."""
+    docs = [docs] if isinstance(docs, dict) else list(docs)
+    first, m = docs[0], docs[0]["machine"]
+    runs = [{r["id"]: r for r in d["records"]} for d in docs]
+    loads = ", ".join(str(d.get("loadavg_start", ["?"])[0]) for d in docs)
+    lines = [f"Suite `peers`, {len(docs)} run(s) on {m['date'][:10]}, commit `{(m['git_commit'] or '?')[:12]}`: "
+             f"{m['backend']}, {m['cpus_usable']} CPUs, 1-minute load at start {loads}. Times: median over the runs "
+             f"of each run's minimum; ratio = peer time / our time (> 1: we are faster).", "",
+             "| case | NFE (ours / peer) | ours ms | peer ms | ratio per run | median ratio | bare net / ours | "
+             "abs. error of log p, mean (ours / peer) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in first["records"]:
+        if r["group"] != "peers":
+            continue
+        same = [run.get(r["id"]) for run in runs]
+        if r["status"] == "skipped":
+            lines.append(f"| {r['id']} | – | – | – | skipped | – | – | – |")
+            continue
+        ok = [x for x in same if x and x["status"] == "ok"]
+        ours = _median([x["timing"]["min_s"] for x in ok])
+        peer = _median([x["limit"]["min_s"] for x in ok])
+        per_run = " / ".join(_f(x["ratio"], "{:.2f}") if x and x["status"] == "ok" else (x or {}).get("status", "–")
+                             for x in same)
+        bare = _median([x["extra"].get("bare_over_ours") for x in ok if x.get("extra")])
+        e = r.get("extra") or {}
+        err = (f"{e['ours_abs_err_mean']:.1e} / {e['peer_abs_err_mean']:.1e}" if "ours_abs_err_mean" in e else "–")
+        peer_nfe = (r.get("config") or {}).get("peer_nfe", e.get("peer_nfe", r["nfe"]))
+        lines.append(f"| {r['id']} | {_f(r['nfe'], '{}')} / {_f(peer_nfe, '{}')} | "
+                     f"{_f(ours and 1e3 * ours, '{:.1f}')} | {_f(peer and 1e3 * peer, '{:.1f}')} | {per_run} | "
+                     f"{_f(_median([x['ratio'] for x in ok]), '{:.2f}')} | {_f(bare, '{:.2f}')} | {err} |")
+    return "\n".join(lines) + "\n"
+
+
 def summary(docs) -> str:
     """The compact table of the README's Performance section: one row per timed case; with several runs of
     the same suite (a list of documents), the ratio of each run and their median, since on a small shared
-    machine one run's ratios move by +-0.1."""
+    machine one run's ratios move by +-0.1. Runs of the ``peers`` suite get :func:`peer_summary`."""
     docs = [docs] if isinstance(docs, dict) else list(docs)
+    if docs[0].get("suite") == "peers":
+        return peer_summary(docs)
     first, m = docs[0], docs[0]["machine"]
     runs = [{r["id"]: r for r in d["records"]} for d in docs]
     loads = ", ".join(str(d.get("loadavg_start", ["?"])[0]) for d in docs)

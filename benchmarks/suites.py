@@ -65,7 +65,8 @@ SUITES = {
     "peers": dict(
         network="mlp-tiny", repeats=5, min_repeats=3, max_spread=0.2, retries=1, budget_s=10.0, retime_budget_s=30.0,
         peers=dict(ve_pc=[(256, 64, 1000), (64, 16, 1000)], unet_batches=[16],
-                   kdiff=[("heun", 256, 64, 17), ("dpmpp_2m", 256, 64, 20)], likelihood=[(10, 256, 1e-5), (2, 256, 1e-5)]),
+                   kdiff=[("heun", 256, 64, 17), ("dpmpp_2m", 256, 64, 20)],
+                   likelihood=[(10, 256, 1e-5), (2, 256, 1e-5)]),
     ),
     "peers-smoke": dict(
         network="mlp-tiny", repeats=1, min_repeats=1, max_spread=float("inf"), retries=0, budget_s=0.0,

@@ -81,3 +81,29 @@ def test_likelihood_peer_is_the_papers_scipy_method_and_both_match_the_exact_den
     e = r["extra"]
     assert e["peer_nfe"] > 6 and r["nfe"] > 6
     assert e["ours_abs_err_max"] < 2e-3 and e["peer_abs_err_max"] < 2e-3, e
+
+
+def test_peer_summary_gives_median_times_and_ratios_over_runs():
+    """``benchmarks.report --summary`` on runs of the peers suite: per case the median over runs of the minimum
+    times, each run's ratio and their median, the bare-network share and the likelihood errors; an unstable
+    run is named and left out of the medians; a skipped case says so."""
+    from benchmarks.report import summary
+
+    def doc(ours, peer, status="ok", bare=0.8):
+        recs = [dict(id="peers/ve_pc/mlp64/b16/n1000", group="peers", status=status, nfe=2000, config={},
+                     timing=dict(min_s=ours), limit=dict(min_s=peer), ratio=peer / ours if status == "ok" else None,
+                     extra=dict(bare_over_ours=bare)),
+                dict(id="peers/likelihood/gmm10/exact/b256/tol1e-05", group="peers", status="ok", nfe=97,
+                     config={}, timing=dict(min_s=0.4), limit=dict(min_s=0.2), ratio=0.5,
+                     extra=dict(peer_nfe=80, ours_abs_err_mean=3.5e-4, peer_abs_err_mean=2.2e-4)),
+                dict(id="peers/unet_forward/b16", group="peers", status="skipped", nfe=None, config={})]
+        return dict(suite="peers", records=recs, loadavg_start=[0.1],
+                    machine=dict(date="2026-12-01T00:00", git_commit="abc", backend="cpu", cpus_usable=2))
+
+    table = summary([doc(0.05, 1.0), doc(0.06, 1.2, bare=0.7), doc(0.05, 1.5, status="unstable")])
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| peers")}
+    ve = rows["peers/ve_pc/mlp64/b16/n1000"]
+    assert "| 2000 / 2000 | 55.0 | 1100.0 | 20.00 / 20.00 / unstable | 20.00 | 0.75 |" in ve
+    lik = rows["peers/likelihood/gmm10/exact/b256/tol1e-05"]
+    assert "| 97 / 80 | 400.0 | 200.0 | 0.50 / 0.50 / 0.50 | 0.50 | – | 3.5e-04 / 2.2e-04 |" in lik
+    assert "skipped" in rows["peers/unet_forward/b16"] and "3 run(s)" in table
