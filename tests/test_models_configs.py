@@ -87,6 +87,16 @@ def test_init_model_abstract_and_default_input_shape():
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
 
 
+def test_init_model_under_a_callers_trace():
+    """``init_model`` inside a caller's ``jax.jit`` (a traced key) becomes part of that program (its own
+    compile-option path applies only to concrete keys) and gives the abstract init's shapes."""
+    cfg = get_config("small/ncsnpp")
+    traced = jax.eval_shape(jax.jit(lambda k: init_model(k, cfg)[1]), jax.random.key(0))
+    _, abstract = init_model(jax.random.key(0), cfg, abstract=True)
+    assert jax.tree.structure(traced) == jax.tree.structure(abstract)
+    assert [v.shape for v in jax.tree.leaves(traced)] == [v.shape for v in jax.tree.leaves(abstract)]
+
+
 def test_bfloat16_config_keeps_float32_parameters():
     cfg = get_config("small/ncsnpp")
     cfg.model.dtype = "bfloat16"

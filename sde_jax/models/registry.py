@@ -189,6 +189,8 @@ def init_model(key, config: ml_collections.ConfigDict, input_shape: tuple[int, .
 
     if abstract:
         return model, jax.eval_shape(init, key)
+    if not C.is_concrete(key):   # under a caller's trace the init is part of the caller's program
+        return model, init(key)
     return model, jax.jit(init).lower(key).compile(compiler_options=_init_compiler_options())(key)
 
 
