@@ -13,8 +13,8 @@ and differ in the step size ``epsilon``:
 * ``langevin`` (options ``snr``, ``per_sample_step``): ``epsilon = 2 alpha_i (r ||z|| / ||s||)^2`` with target
   signal-to-noise ratio ``r = snr``, where ``z`` is the very draw the update then adds (the paper's
   Algorithm 4 and code: one normal draw per update). The paper's code averages the two norms over the (global)
-  batch, so a sample's step depends on its batch-mates; that is the default here too. ``per_sample_step=True`` uses each
-  sample's own norms instead, so samples no longer depend on batch composition.
+  batch, so a sample's step depends on its batch-mates; that is the default here too. ``per_sample_step=True``
+  uses each sample's own norms instead, so samples no longer depend on batch composition.
 
   The batch means are computed by :func:`batch_mean`, whose bits do not depend on how the batch is sharded
   (a float sum reduced per device and then across devices rounds differently on 1 and 8 devices, and 1,000
