@@ -73,6 +73,7 @@ def test_ve_in_higher_dimension_reaches_the_target():
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_samples_do_not_depend_on_batch_mates_and_devices():
     """Per-example steps and noise: changing one example's start leaves the others unchanged; 8 devices give the
     one-device samples (1e-5) and NFE."""
@@ -89,6 +90,7 @@ def test_samples_do_not_depend_on_batch_mates_and_devices():
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_new_tolerances_do_not_recompile_and_failures_are_flagged():
     """New tolerances, h_init, safety, exponent, eps and key reuse the program; an example out of max_steps is NaN
     with status MAX_STEPS and a FlowWarning, the others are finite."""

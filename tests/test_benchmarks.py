@@ -32,6 +32,7 @@ def smoke(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_smoke_json_schema(smoke):
     out, doc = smoke
     saved = json.loads((out / "benchmarks.json").read_text())

@@ -49,6 +49,7 @@ def test_abstract_training_step_of_each_paper_network_family(name):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_toy_mlp_training_step_through_build():
     """The toy MLP from the same registry and factory: one real step equals the loss at the initial
     parameters, and the parameters move."""
@@ -68,6 +69,7 @@ def test_toy_mlp_training_step_through_build():
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_ve_paper_config_trains_and_samples_through_the_factory(tmp_path):
     """``small/ncsnpp`` (the paper's VE NCSN++ continuous config at CPU size): ``build`` -> ``fit`` (2 steps on a
     fixed batch, checkpointed) -> the EMA score function -> ``pc_sample`` (reverse diffusion + Langevin at

@@ -82,6 +82,7 @@ _HEAVY = {"log_likelihood", "decode_latent", "ode_sample", "mala_step"}   # 11-2
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _HEAVY else n
                                   for n in ENTRY_POINTS])
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_traced_hyperparameters_inside_a_users_jit(name):
     """All three hyper-parameters traced (arguments of the caller's jit): no Python error from a value check,
     and the result equals the eager call's."""

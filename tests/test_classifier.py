@@ -22,6 +22,7 @@ def _toy_classifier_config(**training_fields):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_wideresnet_small_config_builds_and_classifies():
     """``small/classifier`` (WRN-10-2) through the one registry and ``build``: logits ``[B, 10]`` float32 from
     8x8 RGB images at any noise level, a finite cross-entropy near ``log 10`` at init (within 1), and the
@@ -43,6 +44,7 @@ def test_wideresnet_small_config_builds_and_classifies():
     assert sum(int(np.prod(v.shape)) for v in jax.tree.leaves(p)) > 30_000_000
 
 
+@pytest.mark.compile_bound
 def test_classifier_loss_is_cross_entropy_on_noised_data(x64):
     """With constant logits ``log w`` the loss is ``-E log w_y`` = the label entropy ``H(w)`` (0.8018 nats for
     w = (0.2, 0.7, 0.1)) within 0.02 (Monte Carlo, 20000 labelled samples, s.e. 0.005); the exact noisy-data

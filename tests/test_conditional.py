@@ -82,6 +82,7 @@ def test_smc_inpainting_off_centre_converges_with_particles():
     assert werr < WEIGHT_TOL and ed < threshold, (werr, ed, threshold)
 
 
+@pytest.mark.compile_bound
 def test_replacement_is_biased_between_modes():
     """The paper's replacement sampler (reverse diffusion + Langevin corrector, snr 0.16) at ``y = (0, 0)`` on
     VP commits the free coordinates before the observation can tell the modes apart: it puts more than 0.5%
@@ -145,6 +146,7 @@ def test_smc_noisy_linear_measurement_matches_the_exact_conditional():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["replacement", "smc"])
+@pytest.mark.compile_bound
 def test_inpainting_output_carries_no_last_step_noise(method):
     """The output is the last step's noise-free mean, with the observation itself on the observed coordinates.
     Same key, ``denoise=True`` (ours) vs the paper's construction (free coordinates from the noisy sample,
@@ -175,6 +177,7 @@ CLASS_GMM = sj.toy.GaussianMixture([[-2.0, -2.0], [2.0, 2.0], [2.0, -2.0]], 0.5,
                                              pytest.param("ve", "reverse_diffusion", marks=pytest.mark.slow),
                                              ("vp", "probability_flow")])
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_class_conditional_sampling_with_the_exact_classifier(name, predictor):
     """Guidance with the exact ``log p_t(y | x)`` of the mixture (components = classes, scale 1): 600 samples
     of each class; misassignment (nearest component != requested class) < 2% per class, including the rare
@@ -191,6 +194,7 @@ def test_class_conditional_sampling_with_the_exact_classifier(name, predictor):
     assert nfe == 2 * N_STEPS
 
 
+@pytest.mark.compile_bound
 def test_smc_does_not_recompile_for_new_observations():
     """New observation values, masks and keys reuse the compiled SMC loop (the score function is traced
     once; the measurement's arrays are leaves)."""
@@ -209,6 +213,7 @@ def test_smc_does_not_recompile_for_new_observations():
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_smc_info_reports_weights_ess_and_evidence():
     """``return_info``: normalised log-weights ``[B, P]``, ESS ``[num_steps, B]`` in ``[1, P]``, particles
     ``[B, P, ...]``; on a single Gaussian ``N(0, I)`` in 2-D with the first coordinate observed at 0.5 (VP, 8

@@ -24,6 +24,7 @@ def _log_normal(x, mean, var):
     return -0.5 * jnp.sum(jnp.log(2 * jnp.pi * var) + (x - mean) ** 2 / var, axis=-1)
 
 
+@pytest.mark.compile_bound
 def test_condition_on_exact_coordinates_is_bayes_rule(x64):
     """Noise-free: ``log p(x_free | x_obs = y) = log p(x) - log p_obs(y)`` at 50 random ``x_free`` for two
     observations (one between modes); ``p_obs`` is the mixture's marginal on the observed coordinates.
@@ -67,6 +68,7 @@ def test_rotate_is_the_law_of_an_orthogonal_map(x64):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_perturbed_class_log_prob_is_the_noisy_posterior(x64):
     """``log p_t(k | x)`` = ``log w_k N(x; a mu_k, (a^2 sd^2 + s^2) I) - log p_t(x)`` for every class at 20
     random ``(x, t)``, VP and VE; the class probabilities sum to 1."""
@@ -84,6 +86,7 @@ def test_perturbed_class_log_prob_is_the_noisy_posterior(x64):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_measurements_are_their_matrices(x64):
     """Every :class:`LinearMeasurement` maps back to its ``A``: in its basis the observed coordinates of
     ``V^T x`` equal ``U^T A x / s`` (SVD), the grey channel of :data:`COLOUR_BASIS` is ``sqrt 3`` times the mean

@@ -135,6 +135,7 @@ def test_fit_image_crop_resize_and_channels():
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_to_model_space_scaling_flip_dequantisation_and_inverse():
     """n/255 ([0, 1]) and 2 n/255 - 1 (centred) exactly; dequantised values lie in [n/256, (n+1)/256) with mean
     (n + 1/2)/256 (within 4 standard errors); flips mirror exactly half in expectation; to_uint8 inverts."""

@@ -29,6 +29,7 @@ def _ar1(key, phi, shape):
 
 @pytest.mark.parametrize("phi", [pytest.param(0.9, marks=pytest.mark.slow), 0.5, 0.0,
                                  pytest.param(-0.5, marks=pytest.mark.slow)])
+@pytest.mark.compile_bound
 def test_ess_matches_ar1_reference(x64, phi):
     """8 seeds x 8 chains x 20000 draws: mean ESS / (M N (1 - phi)/(1 + phi)) within 5% of 1 and every
     seed within 15% (measured: phi=0.9 0.977 +- 0.04, the Geyer estimator's finite-N bias; phi=0.5 1.00)."""
@@ -106,6 +107,7 @@ def test_burn_in_finds_the_end_of_the_transient(x64):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_layouts_trailing_axes_and_jit(x64):
     """A run_chain trajectory [draws, chains, d] with chain_axis=1, sample_axis=0 gives the same numbers as
     the transposed [chains, draws, d]; trailing axes are separate quantities (the functions are jitted)."""

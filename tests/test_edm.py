@@ -50,6 +50,7 @@ def test_edm_parameterisation_is_the_preconditioned_denoiser(x64, name):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_networks_that_take_the_log_get_sigma_to_the_quarter(x64):
     """ScoreMLP(log_labels=True) (as NCSN++ with Fourier features) is given sigma^{1/4}, whose log is c_noise."""
     sde, t = sj.VPSDE(), jnp.array([0.01, 0.5])
@@ -81,6 +82,7 @@ def _lognormal_expectation(f, p_mean, p_std, n=200):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SDES)
 @pytest.mark.parametrize("v", [0.25, 2.0])
+@pytest.mark.compile_bound
 def test_edm_loss_at_the_exact_denoiser_equals_its_closed_form(x64, name, v):
     """Gaussian data N(mu, v I) in 2-D: at the exact score (so the exact denoiser) the EDM loss (sigma_d = 0.5,
     EDM's p_mean, p_std, mean over dimensions) has expectation E_sigma[lambda(sigma) v sigma^2 / (v + sigma^2)]
@@ -104,6 +106,7 @@ def test_edm_loss_at_the_exact_denoiser_equals_its_closed_form(x64, name, v):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_build_wires_the_edm_option_from_the_config():
     """``training.loss = "edm"`` and ``model.parameterization = "edm"`` through ``training.build``: one
     ``model.sigma_data`` reaches both the loss and the score function; a missing sigma_data fails at build."""

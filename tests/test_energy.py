@@ -24,6 +24,7 @@ def _gaussian_apply(params, x, labels):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_score_is_the_gradient_of_the_log_density(x64):
     """Quadratic energy: score(x) = -P (x - m) exactly (1e-12); an EnergyMLP's score equals the central
     difference of its log_prob to 1e-6 (h = 1e-5, float64) and value_and_score returns both."""
@@ -76,6 +77,7 @@ def test_mala_samples_an_energy_model(x64):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_energy_model_works_with_every_loss():
     """An EnergyMLP (time-conditioned, VP labels) is a score_fn(x, t) for the registered SDE losses (one of
     each family: DSM, autodiff SSM-VR, FD-SSM-VR) and its log_prob feeds the FD energy losses: all values
@@ -106,6 +108,7 @@ def test_energy_model_works_with_every_loss():
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_fd_ssm_trains_an_energy_model():
     """300 Adam steps of FD-SSM (central, fd_eps = 0.1, float32) on N(m, P^-1) samples with the library's
     train step: the relative score error E||s - s*||^2 / E||s*||^2 on fresh samples falls below 0.1 (from ~1)."""
@@ -126,6 +129,7 @@ def test_fd_ssm_trains_an_energy_model():
     assert err < 0.1, err
 
 
+@pytest.mark.compile_bound
 def test_new_params_do_not_recompile():
     model = EnergyMLP(hidden=8, num_layers=1)
     x = jnp.ones((4, 2))

@@ -124,6 +124,7 @@ def test_inpaint_keeps_the_observed_half_and_has_no_last_step_noise(trained):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_inpaint_with_smc(trained):
     """``inpaint.method='smc'`` (2 particles, 2 images): the particle filter's output keeps the observed half
     bitwise and the files are named by the method."""
@@ -139,6 +140,7 @@ def test_inpaint_with_smc(trained):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_conditional_samples_every_class_with_the_trained_classifier(trained):
     """``--mode train_classifier`` wrote a checkpoint and the eval-split accuracy at 6 noise levels;
     ``--mode conditional`` (scale 2) writes ``samples`` uint8 ``[20, 8, 8, 1]`` with ``labels`` 0,0,1,1,...,9,9,

@@ -118,6 +118,7 @@ def _small(config, image_size=16):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["cifar10", "lsun"])
+@pytest.mark.compile_bound
 def test_paper_config_one_training_step_on_tfds_mock_data(tmp_path, name):
     """The paper's VE NCSN++ (CIFAR-10, replicated data) and LSUN config (sharded data, 256 -> 16 pixels) run one
     training step on tfds mock data through the experiment: checkpoint 1, eval loss and snapshot grid logged."""

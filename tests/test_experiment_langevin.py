@@ -19,6 +19,7 @@ def _small_config():
 
 
 @pytest.mark.slow  # end to end: every figure and metric of a small run
+@pytest.mark.compile_bound
 def test_writes_figures_and_metrics(tmp_path):
     metrics = run(_small_config(), str(tmp_path))
     for name in ("trajectories.png", "mala_vs_ula.png", "annealed_vs_plain.png", "mala_densities.png",

@@ -35,6 +35,7 @@ def test_max_pairwise_distance_is_exact():
 
 
 @pytest.mark.slow  # end to end: every figure and metric of a small run
+@pytest.mark.compile_bound
 def test_tiny_grid_writes_table_figure_and_metrics(tmp_path):
     c = get_config()
     c.targets = ("mixture", "banana")

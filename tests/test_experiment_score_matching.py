@@ -16,6 +16,7 @@ def _tiny_config():
 
 
 @pytest.mark.slow  # end to end: every figure and metric of a small run
+@pytest.mark.compile_bound
 def test_writes_figures_and_metrics(tmp_path):
     metrics = run(_tiny_config(), str(tmp_path))
     for name in ("score_fields_mixture.png", "score_fields_banana.png", "score_error.png", "step_time.png",

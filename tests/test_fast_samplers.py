@@ -18,6 +18,7 @@ FAST = ["ddim", "edm_heun", "edm_stochastic", "dpm_solver", "dpm_solver++"]
 
 
 @pytest.mark.parametrize("name", SDES)
+@pytest.mark.compile_bound
 def test_edm_mapping_matches_the_forward_kernel(x64, name):
     """``sigma(t) = s(t)/a(t)`` and ``scale(t) = a(t)`` reproduce ``marginal_prob`` (``x_t = a (x_0 + sigma z)``)
     to 1e-12 relative; ``edm_time`` inverts ``edm_sigma`` to 1e-12 over t in [1e-5, 1] (sigma over 5-8 decades);
@@ -91,6 +92,7 @@ def _slopes(cases):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_deterministic_solvers_converge_at_their_order(x64):
     """Slope of log max-error vs log(1/num_steps) within 0.3 of the order (measured: DDIM 1.02, EDM Heun 2.03,
     DPM-Solver++(2M) 1.97, DPM-Solver++(3M) 3.24), VP SDE, 16 prior points of the 0.2/0.8 mixture."""
@@ -99,6 +101,7 @@ def test_deterministic_solvers_converge_at_their_order(x64):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_single_step_and_noise_prediction_solvers_converge_at_their_order(x64):
     """As above for DPM-Solver++(2S, 3S) and DPM-Solver (noise prediction) 2S, 3S, 2M, 3M (within 0.3)."""
     for method, kw, order, slope, errs in _slopes(SLOW_ORDER_CASES):
@@ -106,6 +109,7 @@ def test_single_step_and_noise_prediction_solvers_converge_at_their_order(x64):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_ddim_eta_one_is_ddpm_ancestral_step_for_step(x64):
     """DDIM with eta = 1 on any grid is DDPM's ancestral sampler with the posterior variance beta~ (Ho et al. 2020,
     Eq. 6-7, written here with alpha_bar_i = a(t_i)^2 and eps_theta = -s(t) score), step for step with the same
@@ -130,6 +134,7 @@ def test_ddim_eta_one_is_ddpm_ancestral_step_for_step(x64):
     np.testing.assert_allclose(x, y, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.compile_bound
 def test_edm_stochastic_without_churn_is_heun(x64):
     """S_churn = 0 (any S_noise): EDM's Algorithm 2 is Algorithm 1 exactly (equal to 1e-13), NFE equal."""
     sde = sj.VESDE(sigma_max=50.0)
@@ -148,6 +153,7 @@ def test_edm_stochastic_without_churn_is_heun(x64):
     ("dpm_solver", dict(num_steps=3, order=3), 10), ("dpm_solver++", dict(num_steps=3, order=3), 4),
 ])
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_nfe_counts_actual_score_calls(method, kwargs, expected):
     """Every evaluation of the score (a host callback counts them) is reported, and nothing more."""
     calls = []
@@ -166,6 +172,7 @@ def test_nfe_counts_actual_score_calls(method, kwargs, expected):
     assert len(calls) == nfe == expected
 
 
+@pytest.mark.compile_bound
 def test_new_values_do_not_recompile():
     """New eta, S_churn/S_noise/S_tmin/S_tmax, rho, eps, key and SDE hyper-parameters reuse the compiled program
     (the score function is traced once per method; the other samplers share the same driver)."""
@@ -188,6 +195,7 @@ def test_new_values_do_not_recompile():
         assert len(traces) == n_traced, method
 
 
+@pytest.mark.compile_bound
 def test_eight_devices_equal_one_device():
     """A stochastic sampler (DDIM, eta = 0.5) sharded over 8 devices gives the one-device samples (1e-5)."""
     sde = sj.VPSDE()
@@ -206,6 +214,7 @@ def test_eight_devices_equal_one_device():
     ("dpm_solver++", dict(order=3, num_steps=29)),
 ])
 @pytest.mark.parametrize("name", SDES)
+@pytest.mark.compile_bound
 def test_fast_samplers_reach_the_exact_target(name, method, kwargs):
     """3000 samples of the 0.2/0.8 mixture with its exact score: mode weights within 0.03 (4 s.e.) and energy
     distance within the two-sample level (mean + 4 std of 20 exact pairs), for VE, VP and sub-VP."""

@@ -38,6 +38,7 @@ def test_ode_sample_and_decode_latent_are_one_code_path(solver, num_steps, tol):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_likelihood_and_sampler_report_nfe_from_the_same_solver_facts():
     """``log_likelihood``'s NFE for a fixed-step solve is the table's count, as for ``ode_sample``; both read
     ``flow.SOLVERS``."""
@@ -63,6 +64,7 @@ def test_budget_exhausted_is_flagged_the_same_way_everywhere():
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_nonfinite_score_stops_that_example_early_and_spares_the_others():
     """A score that turns NaN for one example (first coordinate > 50, which only that example reaches) stops
     that example's solve at once: the batch costs about what a healthy solve costs (not the 16,384-step
@@ -94,6 +96,7 @@ def test_nan_input_is_flagged_not_solved():
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_no_warning_under_a_callers_jit():
     """Inside a user's jit the outcome is data (NaN + info), never a Python warning or error."""
     x = MIXTURE.sample(jax.random.key(2), 2)

@@ -72,6 +72,7 @@ def test_mala_is_exact_where_ula_is_biased_on_the_banana():
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_mala_accepts_everything_on_a_gaussian_as_h_to_zero_and_keeps_gaussian(x64):
     """On N(0, I), MALA's acceptance -> 1 as h -> 0 and the chain keeps the exact variance."""
     def logp(x):

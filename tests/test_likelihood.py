@@ -149,6 +149,7 @@ def _solve_gmm(name, d, key=None, **kw):
 
 @pytest.mark.parametrize("d", [2, pytest.param(10, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("name", list(SDES))
+@pytest.mark.compile_bound
 def test_exact_divergence_matches_mixture_density(x64, name, d):
     sde, gmm, x, logp, nfe, z = _solve_gmm(name, d)
     b = budget(sde, gmm, x, logp, z)
@@ -174,6 +175,7 @@ def test_float32(key):
 # Direction and the inverse map.
 
 
+@pytest.mark.compile_bound
 def test_direction_is_pinned(x64, monkeypatch):
     """The public result matches; the same program integrated noise -> data (x taken as the latent at T)
     is wrong by nats, and the latent has the prior's statistics (data -> noise)."""
@@ -187,6 +189,7 @@ def test_direction_is_pinned(x64, monkeypatch):
     assert _mae(wrong - gmm.log_prob(x)) > 1.0
 
 
+@pytest.mark.compile_bound
 def test_decode_inverts_encode_and_counts_calls(x64):
     sde, gmm, x, logp, nfe, z = _solve_gmm("vp", 2)
     (x_back, nfe_back), calls = _counted(decode_latent, sde, exact_score(gmm, sde), z)
@@ -199,6 +202,7 @@ def test_decode_inverts_encode_and_counts_calls(x64):
 # NFE and compilation.
 
 
+@pytest.mark.compile_bound
 def test_nfe_is_real_call_count_and_no_recompile(x64):
     """``nfe`` equals the number of batched score calls (adaptive Dopri5: 1 + 6 n, rejected steps
     included), and new data, key, mixture, SDE parameters, rtol and eps reuse the compiled program
@@ -217,6 +221,7 @@ def test_nfe_is_real_call_count_and_no_recompile(x64):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_adaptive_nfe_vs_fixed_step_at_equal_accuracy(x64):
     """Adaptive Dopri5 at rtol = atol = 1e-5 vs uniform-step Dopri5 (mean abs solver error, nats).
 
@@ -271,6 +276,7 @@ def hutchinson_runs():
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_hutchinson_unbiased_and_variance_falls_as_one_over_probes(hutchinson_runs):
     exact, variances = hutchinson_runs["exact"], {}
     for (probe, num_probes), (logp, nfe, calls) in hutchinson_runs["runs"].items():
@@ -291,6 +297,7 @@ def test_hutchinson_unbiased_and_variance_falls_as_one_over_probes(hutchinson_ru
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_same_results_on_1_and_8_devices(hutchinson_runs):
     """The first 64 examples on 8 devices (8 each) reproduce the 1-device run on all 512: per-example
     probes depend only on the key and the example's index, and each example is its own ODE."""
@@ -338,6 +345,7 @@ def _gaussian_bins(levels, mu, s, lo, w):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_bits_per_dim_on_quantised_gaussian(x64, key):
     """3-bit data on [-1, 1] from N(mu, 0.3^2 I), d = 2; the model is that Gaussian (written as three
     identical components: the same compiled program as the other 2-D tests).

@@ -134,6 +134,7 @@ def _time_average(f, eps, T, n=48):
 # Each weighting / t-sampling once (the per-time test above covers every SDE x weighting x reduction).
 @pytest.mark.slow
 @pytest.mark.parametrize("sde_name,weighting", [("vp", "sigma2"), ("subvp", "likelihood"), ("ve", "likelihood_is")])
+@pytest.mark.compile_bound
 def test_sde_loss_at_exact_score_equals_time_averaged_irreducible_value(x64, sde_name, weighting):
     gmm, sde = _mixture(), SDES[sde_name]()
     lw, is_ = weighting != "sigma2", weighting == "likelihood_is"
@@ -250,6 +251,7 @@ CLASSICAL = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CLASSICAL))
+@pytest.mark.compile_bound
 def test_classical_minimiser_recovers_gaussian_score(x64, name):
     kx, kl = jax.random.split(jax.random.key(5))
     x = _gaussian_sample(kx, 2**15)
@@ -298,6 +300,7 @@ def _nonlinear_score():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("projection", ["gaussian", "rademacher"])
+@pytest.mark.compile_bound
 def test_ssm_averaged_over_projections_equals_ism(x64, projection):
     s = _nonlinear_score()
     x = _gaussian_sample(jax.random.key(9), 128)
@@ -326,6 +329,7 @@ def test_ism_trace_matches_divergence_of_known_field(x64):
 # Classical objectives on the SDE's marginals
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_sde_score_matching_equals_dsm_minus_constant(x64):
     """For any score model, E[DSM] = E[ISM] + D/2 with the same weighting s(t)^2 (Stein's lemma). (SSM and
     SSM-VR estimate ISM: tested above at one distribution; on the SDE they share ISM's code path.)"""

@@ -81,6 +81,7 @@ EPS = np.geomspace(1e-3, 1e-1, 5)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.compile_bound
 def test_fd_converges_to_autodiff_at_its_order(x64, name):
     """RMS over 64 points (3-D, nonlinear model, fixed directions) of the per-example FD objective minus its
     autodiff value ~ C fd_eps^p: fitted slope of log error on log fd_eps over 5 steps in [1e-3, 1e-1] within
@@ -108,6 +109,7 @@ def test_fd_converges_to_autodiff_at_its_order(x64, name):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_exact_scheme_reproduces_autodiff_losses(x64):
     """scheme='exact' with the same keys equals sde_jax.losses' ISM, SSM (Gaussian), SSM-VR (Rademacher) for a
     score and an energy model, and the SDE objectives ISM / SSM / SSM-VR, to 1e-12 relative."""
@@ -140,6 +142,7 @@ def test_exact_scheme_reproduces_autodiff_losses(x64):
     np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.compile_bound
 def test_registry_names_build_fd_losses():
     """'fd_ism', 'fd_ssm', 'fd_ssm_vr' are config names of sde_jax.losses.LOSSES (time-dependent score_fn)."""
     sde = sj.VPSDE()
@@ -195,6 +198,7 @@ ENERGY_LOSSES = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SCORE_LOSSES))
+@pytest.mark.compile_bound
 def test_fd_score_minimiser_recovers_gaussian_score(x64, name):
     """Affine score A x + b on 2^15 samples of N(mu, Sigma): the central- and forward-FD minimisers equal the
     autodiff one (same draws) to 1e-8 (both differences are exact for a linear field) and
@@ -212,6 +216,7 @@ def test_fd_score_minimiser_recovers_gaussian_score(x64, name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ENERGY_LOSSES))
+@pytest.mark.compile_bound
 def test_fd_energy_minimiser_recovers_gaussian_precision(x64, name):
     """Quadratic energy on 2^15 samples: the central-FD minimiser equals the autodiff one to 1e-8 (central
     differences are exact for quadratics) and A = Sigma^-1, b = Sigma^-1 mu within 0.05."""
@@ -226,6 +231,7 @@ def test_fd_energy_minimiser_recovers_gaussian_precision(x64, name):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_fd_energy_dsm_minimiser_is_the_smoothed_score(x64):
     """FD-DSM of a quadratic energy (sigma = 0.5, 4 sphere directions, 2^16 samples): minimiser equals the
     exact-scheme one to 1e-8 and the score of N(mu, Sigma + sigma^2 I) within 0.05 (MC SE ~ 0.01 per entry)."""
@@ -312,6 +318,7 @@ def test_regularized_ism_minimiser_shrinks_precision(x64):
 # float32, compilation, errors
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_float32_central_fd_close_to_autodiff():
     """float32, an MLP score network and an MLP energy at fd_eps = 0.1 (the paper's step): FD-SSM within 2% of
     autodiff SSM (same directions) for both; dtypes stay float32."""
@@ -351,6 +358,7 @@ def test_new_fd_eps_does_not_recompile():
     assert len(traces) == 1
 
 
+@pytest.mark.compile_bound
 def test_errors_name_the_argument():
     score, energy = _nonlinear(2)
     x = jnp.ones((4, 2))

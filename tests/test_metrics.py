@@ -6,6 +6,7 @@ import pytest
 from sde_jax.metrics import energy_distance, mmd, mode_weights, two_sample_reference
 
 
+@pytest.mark.compile_bound
 def test_energy_distance_zero_mean_for_equal_laws_and_detects_shift(key):
     def sample(k, n):
         return jax.random.normal(k, (n, 2))

@@ -16,6 +16,7 @@ def test_sinusoidal_embedding_formula():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("embedding,log_labels", [("fourier", True), ("fourier", False), ("sinusoidal", False)])
+@pytest.mark.compile_bound
 def test_shapes_and_label_dependence(embedding, log_labels):
     model = ScoreMLP(hidden=32, num_layers=2, embedding=embedding, embed_dim=16, log_labels=log_labels)
     x = jax.random.normal(jax.random.key(0), (5, 3))
@@ -27,6 +28,7 @@ def test_shapes_and_label_dependence(embedding, log_labels):
     assert not np.allclose(out, apply(params, x, labels * 2.0))   # conditioned on the labels
 
 
+@pytest.mark.compile_bound
 def test_fourier_frequencies_are_not_trained():
     model = ScoreMLP(hidden=16, num_layers=1, embedding="fourier", embed_dim=8)
     x, labels = jnp.ones((2, 2)), jnp.ones(2)

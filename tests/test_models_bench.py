@@ -7,6 +7,7 @@ from benchmarks import models_bench
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_models_bench_smoke(tmp_path):
     records = models_bench.main([
         "--out", str(tmp_path), "--config", "small/ncsnpp", "--batch-sizes", "1", "--repeats", "1",

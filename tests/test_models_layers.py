@@ -86,6 +86,7 @@ def test_attention_block_shape_and_batch_permutation(key):
     (ResnetBlockBigGAN, dict(down=True, fir=False), 4, 8),
 ])
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_resnet_blocks_shapes_and_batch_permutation(key, block, kwargs, out_hw, out_c):
     k1, k2, k3 = jax.random.split(key, 3)
     x = jax.random.normal(k1, (4, 8, 8, 8))

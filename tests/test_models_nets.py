@@ -68,6 +68,7 @@ def _random_params(key, model, x, labels, scale=0.2, **kw):
 # --- one training step of each small config, through training.build ----------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["small/ncsnpp", "small/ddpmpp", "small/ddpm", "small/ncsnv2"])
+@pytest.mark.compile_bound
 def test_small_config_training_step_through_build(key, name):
     """The pieces come from ``training.build(config)`` alone (SDE, network, loss with the config's labels and
     output conventions, optimizer, EMA, dropout rngs): one jitted step on a batch of 2 is finite, changes the
@@ -107,6 +108,7 @@ def _dropout_rngs(parts, key):
 # --- jit, sharding and per-example independence -------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["small/ncsnpp", "small/ddpm", "small/ncsnv2"])
+@pytest.mark.compile_bound
 def test_jit_sharded_and_independent_of_batch_composition(key, name):
     """A batch of 8 sharded over 8 devices; each example's output depends on that example only: permuting
     the batch permutes the outputs and replacing half of the batch leaves the other half unchanged."""
@@ -132,6 +134,7 @@ def test_jit_sharded_and_independent_of_batch_composition(key, name):
 
 
 # --- mixed precision and rematerialisation ------------------------------------------------------------------
+@pytest.mark.compile_bound
 def test_bfloat16_compute_matches_float32(key):
     cfg = _tiny("small/ncsnpp", ch_mult=(1,))
     m32 = get_model(cfg)
@@ -153,6 +156,7 @@ def test_bfloat16_compute_matches_float32(key):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_remat_gives_the_same_outputs_and_gradients(key):
     cfg = _tiny("small/ncsnpp", ch_mult=(1,))
     plain = get_model(cfg)
@@ -176,6 +180,7 @@ def test_remat_gives_the_same_outputs_and_gradients(key):
 
 # --- class conditioning ---------------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_class_conditional_ncsnpp(key):
     cfg = _tiny("small/ncsnpp", num_classes=3)
     model = get_model(cfg)

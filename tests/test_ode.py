@@ -30,6 +30,7 @@ def test_ode_sampler_reaches_the_exact_target(name, solver, num_steps):
 @pytest.mark.parametrize("solver,tol,target", [("tsit5", 1e-5, "mixture"), ("dopri5", 1e-5, "mixture"),
                                                ("tsit5", 1e-9, "narrow"), ("dopri5", 1e-9, "narrow")])
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_adaptive_nfe_counts_actual_score_calls(x64, solver, tol, target):
     """Count real evaluations with a host callback (test only) for one example: equals the reported NFE.
     The narrow mixture at rtol = atol = 1e-9 rejects the very first step; diffrax then re-evaluated the first
@@ -56,6 +57,7 @@ def test_adaptive_nfe_counts_actual_score_calls(x64, solver, tol, target):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_fixed_step_solvers_have_their_order(x64):
     """Error at eps vs a tight adaptive solve, regressed on log dt: Euler slope ~1, Heun slope ~2."""
     sde = sj.VPSDE()
@@ -80,6 +82,7 @@ def test_adaptive_tolerance_controls_error(x64):
     assert int(n_tight) > int(n_loose)
 
 
+@pytest.mark.compile_bound
 def test_denoise_is_tweedie(x64):
     """On a Gaussian target, Tweedie's formula gives the exact posterior mean E[x0 | x_eps]."""
     gauss = sj.toy.GaussianMixture([[1.0, -1.0]], 0.7, [1.0])
@@ -93,6 +96,7 @@ def test_denoise_is_tweedie(x64):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_eight_devices_equal_one_device_without_communication():
     sde = sj.VPSDE()
     score = MIXTURE.perturbed_score(sde)
@@ -112,6 +116,7 @@ def test_eight_devices_equal_one_device_without_communication():
     assert "all-reduce" in collectives_in_loops(pc_hlo)
 
 
+@pytest.mark.compile_bound
 def test_sample_independent_of_batch_mates():
     """Per-example adaptive steps: moving one example's start does not change the others' solutions."""
     sde = sj.VPSDE()

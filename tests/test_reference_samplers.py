@@ -114,6 +114,7 @@ def _np_ddim(x, sigmas, eta, noise):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["euler", "heun", "heun_churn", "dpmpp_2m", "ddim_eta"])
+@pytest.mark.compile_bound
 def test_against_numpy_reference(x64, case):
     """Same schedule, same start, same noise: equal to 1e-10 (float64)."""
     key, sigmas, x_hat, noise = _setup()
@@ -186,6 +187,7 @@ class _Noise:
 
 @pytest.mark.parametrize("case", ["euler", "heun", "heun_churn", "dpmpp_2m", "euler_ancestral", "dpm_2",
                                   "dpmpp_2s"])
+@pytest.mark.compile_bound
 def test_against_k_diffusion(x64, case, monkeypatch, request):
     """k-diffusion's samplers (float64 torch) equal ours to 1e-10 with the same schedule, start and noise; its
     Karras schedule equals ours to 1e-12."""
@@ -220,6 +222,7 @@ def test_against_k_diffusion(x64, case, monkeypatch, request):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_k_diffusion_third_order_multistep_measures_second_order(x64):
     """The deviation stated in :mod:`sde_jax.samplers.dpm_solver`, measured on k-diffusion itself:
     ``sample_dpmpp_3m_sde(eta=0)`` (its DPM-Solver++(3M)) converges to the exact flow map at slope < 2.6 on the

@@ -218,6 +218,7 @@ def test_a_changed_state_structure_is_refused_not_moved(run20):
 # --------------------------------------------------------------------------------------------------
 # Never save non-finite state
 # --------------------------------------------------------------------------------------------------
+@pytest.mark.compile_bound
 def test_nonfinite_parameters_are_never_saved(tmp_path):
     """The issue's reproduction: lr = 1e39 (inf in float32), no warm-up, a checkpoint after every step. The
     first step's loss is finite but its update makes every parameter non-finite: NonFiniteStateError names
@@ -235,6 +236,7 @@ def test_nonfinite_parameters_are_never_saved(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_nonfinite_ema_keeps_the_last_finite_checkpoint(tmp_path):
     """Only the EMA turns NaN from step 15 on (the loss stays finite): the save at step 20 is refused, naming
     ema_params; step 10 stays the latest and equals a clean 10-step run bitwise."""
@@ -469,6 +471,7 @@ def test_batch_mean_is_exact_to_float_rounding_and_independent_of_sharding(x64):
 
 
 @pytest.mark.slow   # ~25 s of compiles; test_batch_mean_... pins the sharding independence in the default suite
+@pytest.mark.compile_bound
 def test_pc_sampler_with_a_network_score_is_bitwise_the_same_on_8_devices_and_1():
     """The default (batch-mean) Langevin step with a network score: 1,024 samples, 20 steps, on 8 devices
     equal 1 device bitwise. Precondition checked first: this MLP gives bitwise the same rows for 128 and 1,024
@@ -517,6 +520,7 @@ def _column_score(x, t=None):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["ism", "ssm", "ssm_vr", "esm_target", "sde_ism", "sde_ssm", "sde_esm_target"])
+@pytest.mark.compile_bound
 def test_losses_refuse_a_score_of_the_wrong_shape(name):
     """Every loss checks its score function's output shape against the data (ISM/SSM by jax.eval_shape,
     without computing), naming the function; so does ESM for the target score. (Before: ISM/SSM/SSM-VR and

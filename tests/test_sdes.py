@@ -44,6 +44,7 @@ def test_marginal_prob_matches_monte_carlo_forward_sde(name, x64, key):
         assert abs(float(jnp.std(xt)) - std) < 4 * se_std + 5e-3 * std, (t, float(jnp.std(xt)), std)
 
 
+@pytest.mark.compile_bound
 def test_closed_forms_at_known_points(x64):
     t = jnp.array([0.0, 0.3, 1.0])
     vp, svp, ve = SDES["vp"](), SDES["subvp"](), SDES["ve"]()
@@ -67,6 +68,7 @@ def test_closed_forms_at_known_points(x64):
                                rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.compile_bound
 def test_discretize_reproduces_ddpm_betas_and_smld_sigmas(x64):
     n = 1000
     vp, ve = SDES["vp"](), SDES["ve"]()
@@ -96,6 +98,7 @@ def test_prior_logp_and_sampling(x64, key):
         np.testing.assert_allclose(sde.prior_logp(z), expect, rtol=1e-12)
 
 
+@pytest.mark.compile_bound
 def test_image_shaped_data_and_reverse_drifts(x64, key):
     sde = SDES["vp"]()
     x = jax.random.normal(key, (4, 8, 8, 3))

@@ -53,6 +53,7 @@ def test_every_replica_samples_its_tempered_target(x64):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_recovers_separated_mixture_weights_where_mala_does_not():
     """0.2 N((-5,-5), I) + 0.8 N((5,5), I) from uniform [-8, 8]^2 (the mode weights start near 0.5/0.5):
     replica exchange (R = 8, geometric betas down to 0.01, h_r = 0.5/beta_r, 300 steps, 1000 systems) gives
@@ -71,6 +72,7 @@ def test_recovers_separated_mixture_weights_where_mala_does_not():
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_swap_bookkeeping_and_state_invariants(x64):
     """Equal betas make every swap certain: with a negligible MALA step (h = 1e-14) one step maps replicas
     (0, 1, 2) -> even swap (1, 0, 2) -> odd swap (1, 2, 0); stored log p and score always equal those of the

@@ -26,6 +26,7 @@ def test_log_prob_normalised_in_2d(x64):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_score_is_gradient_of_log_prob(x64, key):
     gmm = _mixture()
     x = 2.0 * jax.random.normal(key, (64, 3))
@@ -35,6 +36,7 @@ def test_score_is_gradient_of_log_prob(x64, key):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sde", SDES, ids=lambda s: type(s).__name__)
+@pytest.mark.compile_bound
 def test_perturbed_score_is_gradient_of_perturbed_log_prob(sde, x64, key):
     gmm = _mixture()
     kx, kt = jax.random.split(key)
@@ -47,6 +49,7 @@ def test_perturbed_score_is_gradient_of_perturbed_log_prob(sde, x64, key):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sde", SDES, ids=lambda s: type(s).__name__)
+@pytest.mark.compile_bound
 def test_perturbed_density_matches_monte_carlo_of_kernel(sde, x64, key):
     """p_t is the law of a(t) x0 + s(t) z: its mean and covariance agree with the sampled kernel."""
     gmm = _mixture(2)
@@ -68,6 +71,7 @@ def test_perturbed_density_matches_monte_carlo_of_kernel(sde, x64, key):
     assert np.all(np.abs(np.asarray(jnp.var(xt, 0) / exact_var - 1)) < 4 * np.sqrt(2.0 / n) * 2)
 
 
+@pytest.mark.compile_bound
 def test_t_zero_limit_and_noise_conditional_score(x64, key):
     gmm = _mixture()
     x = jax.random.normal(key, (16, 3))

@@ -42,6 +42,7 @@ def _max_diff(a, b):
 # Devices
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_one_step_on_8_devices_equals_1_device():
     parts, target, state, step = _setup(tiny_config())
     batch = target.sample(jax.random.key(2), 64)
@@ -80,6 +81,7 @@ def test_noise_differs_across_devices_and_matches_one_device():
 # Multi-step dispatch
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_scanned_steps_equal_single_steps_and_do_not_recompile():
     config = tiny_config()
     parts, target, state, step = _setup(config)
@@ -132,6 +134,7 @@ def test_interrupted_and_resumed_training_equals_uninterrupted(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     target = get_target("gmm5")
 

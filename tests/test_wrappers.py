@@ -83,6 +83,7 @@ def test_apply_kwargs_are_forwarded():
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_fresh_wrapper_does_not_recompile():
     model = ScoreMLP(hidden=16, num_layers=1, embed_dim=8)
     x, t = jnp.ones((4, 2)), jnp.full((4,), 0.5)
