@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax.sharding import NamedSharding, PartitionSpec as P
+
 from sde_jax.parallel import batch_sharding
 
 
@@ -54,9 +56,11 @@ def as_leaves(tree, dtype, *, convert_arrays=False):
     return jax.tree.map(conv, tree)
 
 
-def constrainer(mesh):
-    """``x -> x`` with its batch axis sharded over ``mesh`` (identity when ``mesh`` is None)."""
+def constrainer(mesh, batch_axis=0):
+    """``x -> x`` with its batch axis (``batch_axis``) sharded over ``mesh`` (identity when ``mesh`` is None)."""
     if mesh is None:
         return lambda v: v
     sharding = batch_sharding(mesh)
+    if batch_axis:
+        sharding = NamedSharding(mesh, P(*(None,) * batch_axis, *sharding.spec))
     return lambda v: jax.lax.with_sharding_constraint(v, sharding)

@@ -53,6 +53,7 @@ def test_every_combination_samples_the_exact_target(name, predictor, corrector):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_nfe_is_honest():
     sde = sj.VPSDE(N=20)
     score = MIXTURE.perturbed_score(sde)
@@ -63,6 +64,7 @@ def test_nfe_is_honest():
                      num_steps=7)[1] == 7
 
 
+@pytest.mark.compile_bound
 def test_euler_maruyama_grid_ends_at_zero(x64):
     """Zero score and VE: the reverse SDE is pure noise with variance int_0^T g^2 = s(T)^2 exactly; EM on our
     grid accumulates sum_k g(t_k)^2 |dt_k| over a partition of [0, T] (the paper's dt = -1/N would not)."""
@@ -100,20 +102,66 @@ def test_new_snr_eps_key_and_sde_values_do_not_recompile():
 
 def test_program_size_does_not_grow_with_steps():
     """The sampler is one loop: its program for 10000 steps is the one for 100 steps with other numbers in it
-    (shapes such as f32[9999] and constants; numbers replaced by '#', the two texts are equal)."""
+    (shapes such as f32[9999] and constants; numbers replaced by '#' and line breaks by spaces, the two texts are
+    equal)."""
     score = MIXTURE.perturbed_score(sj.VPSDE())
 
     def jaxpr_text(n):
         sde = sj.VPSDE(N=n)
         text = str(jax.make_jaxpr(lambda k: pc_sample(k, sde, score, (8, 2))[0])(jax.random.key(0)))
-        return re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "#", text)
+        return re.sub(r"\s+", " ", re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "#", text))   # (and the printer's wrapping)
 
     small, large = jaxpr_text(100), jaxpr_text(10000)
     assert small == large, (len(small), len(large))
 
 
+def test_noise_chunk_is_the_largest_divisor_within_the_budget():
+    """The PC loop draws the noise of ``noise_chunk(N, per_step)`` steps in one call: the largest divisor of ``N``
+    whose draws fit ``NOISE_CHUNK_ELEMENTS`` numbers, if it is at least ``MIN_NOISE_CHUNK``; else 1 (each step
+    draws its own)."""
+    from sde_jax.samplers.pc import MIN_NOISE_CHUNK, NOISE_CHUNK_ELEMENTS, noise_chunk
+    assert (NOISE_CHUNK_ELEMENTS, MIN_NOISE_CHUNK) == (65536, 8)
+    assert noise_chunk(40, 12288) == 1                    # 5 steps would fit: under the minimum of 8
+    assert noise_chunk(40, 6144) == 10
+    assert noise_chunk(1000, 64) == 1000                  # 64,000 numbers fit
+    assert noise_chunk(1000, 128) == 500                  # 1000 steps would be 128,000
+    assert noise_chunk(10000, 32) == 2000                 # <= 2048 steps, dividing 10000
+    assert noise_chunk(997, 2) == 997                     # all 997 steps fit
+    assert noise_chunk(997, 100) == 1                     # prime, and not all fit: each step draws its own
+    assert noise_chunk(30, 16 * 3072 * 2) == 1            # an image batch: each step draws its own
+    assert noise_chunk(1, 10) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_steps", [40, 37])
+def test_draws_made_ahead_are_the_ones_each_steps_key_gives(x64, num_steps):
+    """Built-in predictors and correctors get their normal draws from the loop, drawn ahead for a chunk of steps
+    (batch 1024 x 2, 2 corrector updates: 40 steps in chunks of 10, 37 one step at a time); a predictor without
+    ``kernel`` and a corrector without ``noise_step`` draw from the step's key inside the loop. Both ways give the
+    same samples to float64 rounding (1e-12) for the Gaussian-kernel predictors and both correctors (VE and VP),
+    so the draws are the same numbers."""
+    from sde_jax.samplers.correctors import CORRECTORS, Corrector
+    from sde_jax.samplers.pc import noise_chunk
+    from sde_jax.samplers.predictors import Predictor
+    shape = (1024, 2)
+    assert noise_chunk(num_steps, 3 * 2048) == {40: 10, 37: 1}[num_steps]
+    for name, pred, corr in [("ve", "reverse_diffusion", "langevin"), ("vp", "euler_maruyama", "ald")]:
+        sde, eps = SDES[name]
+        sde = sde.replace(N=num_steps)
+        score = MIXTURE.perturbed_score(sde)
+        p, c = PREDICTORS[pred], CORRECTORS[corr]
+        keyed_p = Predictor(p.step, p.nfe_per_step, p.discrete, p.requires, p.name)          # no kernel
+        keyed_c = Corrector(c.step, c.nfe_per_step, c.name, c.options)                        # no noise_step
+        kw = dict(n_corrector_steps=2, eps=eps, denoise=False, dtype=jnp.float64)
+        ahead, _ = pc_sample(jax.random.key(3), sde, score, shape, predictor=p, corrector=c, **kw)
+        keyed, _ = pc_sample(jax.random.key(3), sde, score, shape, predictor=keyed_p, corrector=keyed_c, **kw)
+        assert ahead.dtype == jnp.float64 and np.all(np.isfinite(ahead))
+        np.testing.assert_allclose(ahead, keyed, rtol=0, atol=1e-12, err_msg=f"{name} {pred} {corr}")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("per_sample_step", [False, True])
+@pytest.mark.compile_bound
 def test_eight_devices_equal_one_device(per_sample_step):
     sde = sj.VESDE(N=60)
     kwargs = dict(predictor="reverse_diffusion", corrector="langevin", per_sample_step=per_sample_step, eps=1e-5)
@@ -137,6 +185,7 @@ class _ScaledScore:
         return MIXTURE.perturbed_score(self.sde)(x, t) * factor
 
 
+@pytest.mark.compile_bound
 def test_per_sample_step_makes_samples_independent_of_batch_mates():
     """With per-sample step sizes a sample depends only on its own noise; the batch-mean step couples them."""
     sde = sj.VESDE(N=40)

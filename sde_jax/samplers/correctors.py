@@ -57,12 +57,18 @@ class Corrector(NamedTuple):
       nfe_per_step: score evaluations per update.
       name: for messages.
       options: names (from :data:`OPTIONS`) of the keyword options ``step`` takes.
+      noise_step: for an update whose only randomness is one standard normal draw ``z`` of ``x``'s shape,
+        the update given that draw: ``noise_step(z, sde, score_fn, x, t, index, **options)``, with ``step``
+        equal to it at ``z = normal(key, x.shape, x.dtype)``. The PC sampler then draws the ``z`` of many
+        steps in one call before its loop (the same numbers; see :func:`sde_jax.pc_sample`). ``None``: the
+        sampler calls ``step`` with a key.
     """
 
     step: Callable
     nfe_per_step: int = 1
     name: str = "custom"
     options: tuple[str, ...] = ()
+    noise_step: Callable | None = None
 
 
 def _norms(v):
@@ -105,9 +111,9 @@ def batch_mean(v, where=None):
     return (total / jnp.maximum(count, 1).astype(dtype)).astype(v.dtype)
 
 
-def _langevin(key, sde, score_fn, x, t, index, *, snr, per_sample_step):
+def _langevin(z, sde, score_fn, x, t, index, *, snr, per_sample_step):
     score = check_score(score_fn(x, t), x)
-    z = jax.random.normal(key, x.shape, x.dtype)   # sets the step size and is the step's noise (Algorithm 4)
+    # z sets the step size and is the step's noise (Algorithm 4)
     noise_norm, score_norm = _norms(z), _norms(score)
     if not per_sample_step:
         finite = jnp.isfinite(score_norm)
@@ -118,19 +124,29 @@ def _langevin(key, sde, score_fn, x, t, index, *, snr, per_sample_step):
     return langevin_update(None, x, score, step, noise=z)
 
 
-def _ald(key, sde, score_fn, x, t, index, *, snr):
+def _ald(z, sde, score_fn, x, t, index, *, snr):
     score = check_score(score_fn(x, t), x)
     alpha = sde.langevin_alpha(t, index).astype(x.dtype)
     step = 2.0 * alpha * (snr * sde.marginal_std(t).astype(x.dtype)) ** 2
-    return langevin_update(key, x, score, step)
+    return langevin_update(None, x, score, step, noise=z)
+
+
+def _with_key(noise_step):
+    """The key form of a one-draw update: ``step(key, ...) = noise_step(normal(key, x.shape, x.dtype), ...)``."""
+
+    def step(key, sde, score_fn, x, t, index, **options):
+        return noise_step(jax.random.normal(key, x.shape, x.dtype), sde, score_fn, x, t, index, **options)
+
+    step.__name__ = noise_step.__name__.lstrip("_")
+    return step
 
 
 def _none(key, sde, score_fn, x, t, index):
     return x, x
 
 
-langevin = Corrector(_langevin, 1, "langevin", ("snr", "per_sample_step"))
-annealed_langevin = Corrector(_ald, 1, "ald", ("snr",))
+langevin = Corrector(_with_key(_langevin), 1, "langevin", ("snr", "per_sample_step"), _langevin)
+annealed_langevin = Corrector(_with_key(_ald), 1, "ald", ("snr",), _ald)
 no_corrector = Corrector(_none, 0, "none", ())
 
 CORRECTORS = {c.name: c for c in (langevin, annealed_langevin, no_corrector)}

@@ -1,6 +1,8 @@
 """The predictor-corrector sampler (Song et al. 2021, Algorithms 2 and 3) as one ``lax.scan``."""
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,7 @@ from jaxtyping import Array, Float
 from sde_jax import _checks as C
 from sde_jax import _jit
 from sde_jax.samplers.correctors import get_corrector
-from sde_jax.samplers.predictors import get_predictor
+from sde_jax.samplers.predictors import gaussian_move, get_predictor
 
 __all__ = ["pc_sample", "time_grid", "grid_levels", "check_grid"]
 
@@ -72,6 +74,16 @@ def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corre
     SDE's hyper-parameters, ``snr``, ``eps`` and ``key`` traced, so new values of these do not recompile;
     a plain Python ``score_fn`` is part of the cache key (pass the same function object to reuse the program).
 
+    Random numbers: step ``k`` takes the keys ``split(fold_in(key_loop, k), n_corrector_steps + 1)`` (the
+    correctors', then the predictor's), all derived before the loop. A predictor with a Gaussian ``kernel``
+    (every built-in) and a corrector with a ``noise_step`` (both built-ins) use one standard normal draw per
+    update, ``normal(key, x.shape)`` of its key. For small batches those draws are made ahead, for a chunk
+    of :func:`noise_chunk` steps (up to :data:`NOISE_CHUNK_ELEMENTS` numbers) in one call, so that a small
+    batch does not pay a random-number call per update (1000 steps of a 3x64 MLP at batch 16: 0.72 -> 0.93 of
+    the bare network's time); a larger step makes its own draws. They are the same numbers either way, and
+    the samples equal those of a step that draws for itself up to float rounding. Other predictors and
+    correctors are called with their key.
+
     Args:
       key: PRNG key.
       sde: a :class:`~sde_jax.SDE`.
@@ -121,6 +133,23 @@ def pc_sample(key, sde, score_fn, shape, *, predictor="reverse_diffusion", corre
     return x.astype(out_dtype), num_steps * (pred.nfe_per_step + corr.nfe_per_step * n_corr)
 
 
+NOISE_CHUNK_ELEMENTS = 1 << 16
+"""Budget of the noise the PC loop draws ahead: at most this many numbers per draw."""
+
+MIN_NOISE_CHUNK = 8
+"""Fewest steps worth a chunk: a step whose draws are larger than 1/8 of the budget draws for itself (its one
+call already amortises the call's fixed cost, and the chunked loop compiles slower)."""
+
+
+def noise_chunk(num_steps, per_step):
+    """How many steps' noise the PC loop draws in one call: the largest divisor of ``num_steps`` (at least
+    :data:`MIN_NOISE_CHUNK`) whose draws, ``per_step`` numbers each, fit :data:`NOISE_CHUNK_ELEMENTS`; else 1
+    (each step draws its own, in one call)."""
+    most = min(num_steps, NOISE_CHUNK_ELEMENTS // max(per_step, 1))
+    size = max([c for c in range(1, most + 1) if num_steps % c == 0], default=1)
+    return size if size >= MIN_NOISE_CHUNK else 1
+
+
 @eqx.filter_jit
 def _pc_loop(key, sde, score_fn, eps, options, shape, pred, corr, n_corr, num_steps, denoise, dtype, mesh,
              project=None):
@@ -133,6 +162,7 @@ def _pc_loop(key, sde, score_fn, eps, options, shape, pred, corr, n_corr, num_st
     ts, t_next = time_grid(sde, num_steps, eps, dtype)
     levels = grid_levels(sde, ts)
     batch = shape[0]
+    constrain_noise = _jit.constrainer(mesh, batch_axis=2)
 
     def projected(key, x, x_mean, t):
         x, x_mean = constrain(x), constrain(x_mean)
@@ -141,11 +171,17 @@ def _pc_loop(key, sde, score_fn, eps, options, shape, pred, corr, n_corr, num_st
         x, x_mean = project(key, x, x_mean, t)
         return constrain(x), constrain(x_mean)
 
+    noise_c = corr.noise_step is not None and n_corr > 0     # draws the loop makes for the step (see pc_sample)
+    noise_p = pred.kernel is not None and pred.nfe_per_step > 0
+
     def corrector_update(t, level):
-        def body(carry, keys):
+        def body(carry, inputs):
             x, _ = carry
-            key_c, key_j = (keys, None) if project is None else (keys[0], keys[1])
-            x, x_mean = corr.step(key_c, sde, score_fn, x, t, level, **options)
+            key_c, z, key_j = inputs
+            if z is None:
+                x, x_mean = corr.step(key_c, sde, score_fn, x, t, level, **options)
+            else:
+                x, x_mean = corr.noise_step(z, sde, score_fn, x, t, level, **options)
             x, x_mean = projected(key_j, x.astype(dtype), x_mean.astype(dtype), t)
             return (x.astype(dtype), x_mean.astype(dtype)), None   # the carry keeps its dtype
 
@@ -153,22 +189,47 @@ def _pc_loop(key, sde, score_fn, eps, options, shape, pred, corr, n_corr, num_st
 
     def step(carry, inputs):
         x, x_mean = carry
-        k, t, tn, level = inputs
-        keys_k = jax.random.split(jax.random.fold_in(key_loop, k), n_corr + 1)   # the correctors', the predictor's
-        key_p = keys_k[n_corr]
-        keys_j = None if project is None else jax.random.split(jax.random.fold_in(key_project, k), n_corr + 1)
+        keys_k, z_k, keys_j, t, tn, level = inputs
         t, tn, level = jnp.full((batch,), t), jnp.full((batch,), tn), jnp.full((batch,), level)
         if n_corr > 0:
-            keys = keys_k[:n_corr]
-            keys = keys if project is None else jnp.stack([keys, keys_j[:n_corr]], axis=1)
-            (x, x_mean), _ = jax.lax.scan(corrector_update(t, level), (x, x_mean), keys)
+            (x, x_mean), _ = jax.lax.scan(
+                corrector_update(t, level), (x, x_mean),
+                (keys_k[:n_corr], None if not noise_c else z_k[:n_corr], None if keys_j is None else keys_j[:n_corr]))
         if pred.nfe_per_step > 0:
-            x, x_mean = pred.step(key_p, sde, score_fn, x, t, tn, level)
-            x, x_mean = projected(None if project is None else keys_j[n_corr], x.astype(dtype),
+            if noise_p:
+                x_mean, std = pred.kernel(sde, score_fn, x, t, tn, level)
+                x = gaussian_move(x_mean, std, z_k[-1])
+            else:
+                x, x_mean = pred.step(keys_k[n_corr], sde, score_fn, x, t, tn, level)
+            x, x_mean = projected(None if keys_j is None else keys_j[n_corr], x.astype(dtype),
                                   x_mean.astype(dtype), tn)
         return (x.astype(dtype), x_mean.astype(dtype)), None   # the carry keeps its dtype
 
+    lo, hi = (0 if noise_c else n_corr), (n_corr + 1 if noise_p else n_corr)   # the keys whose draws are made ahead
+
+    def keys_of(key, k):   # step k's keys: the correctors', then the predictor's
+        return jax.random.split(jax.random.fold_in(key, k), n_corr + 1)
+
+    def one(carry, inputs):     # a step that makes its own draws
+        k, t, tn, level = inputs
+        keys_k = keys_of(key_loop, k)
+        z = jnp.stack([jax.random.normal(q, shape, dtype) for q in keys_k[lo:hi]]) if hi > lo else None
+        return step(carry, (keys_k, z, None if project is None else keys_of(key_project, k), t, tn, level))
+
+    def chunk(carry, inputs):   # C steps whose draws are made first, in one call
+        k, t, tn, level = inputs
+        keys = jax.vmap(keys_of, (None, 0))(key_loop, k)
+        z = constrain_noise(jax.vmap(jax.vmap(lambda q: jax.random.normal(q, shape, dtype)))(keys[:, lo:hi]))
+        keys_j = None if project is None else jax.vmap(keys_of, (None, 0))(key_project, k)
+        return jax.lax.scan(step, carry, (keys, z, keys_j, t, tn, level))
+
     if project is not None:   # the prior sample at T, with a key no step uses (k = num_steps)
         x, _ = projected(jax.random.fold_in(key_project, num_steps), x, x, jnp.full((batch,), sde.T, dtype))
-    (x, x_mean), _ = jax.lax.scan(step, (x, x), (jnp.arange(num_steps), ts, t_next, levels))
+    inputs = (jnp.arange(num_steps), ts, t_next, levels)
+    size = noise_chunk(num_steps, (hi - lo) * math.prod(shape)) if hi > lo else 1
+    if size == 1:
+        (x, x_mean), _ = jax.lax.scan(one, (x, x), inputs)
+    else:
+        inputs = jax.tree.map(lambda v: v.reshape((num_steps // size, size) + v.shape[1:]), inputs)
+        (x, x_mean), _ = jax.lax.scan(chunk, (x, x), inputs)
     return x_mean if denoise else x

@@ -9,7 +9,8 @@ discrete level of this step (``[B]`` int32).
 Every built-in predictor is a Gaussian transition ``x' ~ N(x_mean, std^2 I)`` and says so as data:
 ``kernel(sde, score_fn, x, t, t_next, index) -> (x_mean, std [B])``, from which ``step`` draws. The
 sequential Monte Carlo samplers (:mod:`sde_jax.samplers.smc`) need the kernel itself (they multiply it with a
-Gaussian potential before drawing). ``probability_flow`` is the deterministic member (``std = 0``): Euler
+Gaussian potential before drawing); the PC sampler uses it to draw the steps' noise ahead of its loop
+(:func:`sde_jax.pc_sample`). ``probability_flow`` is the deterministic member (``std = 0``): Euler
 steps of the probability-flow ODE on the PC grid, the paper's ``probability_flow=True`` predictors.
 """
 from __future__ import annotations
@@ -101,12 +102,17 @@ def _probability_flow(sde, score_fn, x, t, t_next, index):
     return x + batch_broadcast(dt, x) * drift, jnp.zeros(jnp.shape(t), x.dtype)
 
 
+def gaussian_move(x_mean, std, z):
+    """``x_mean + std z`` with ``std: [B]`` broadcast over each example: a Gaussian kernel's draw from ``z``."""
+    return x_mean + batch_broadcast(std, x_mean) * z
+
+
 def _gaussian_step(kernel):
     """The step ``x' = x_mean + std z`` of a Gaussian kernel (``z`` from the step's key)."""
 
     def step(key, sde, score_fn, x, t, t_next, index):
         x_mean, std = kernel(sde, score_fn, x, t, t_next, index)
-        return x_mean + batch_broadcast(std, x) * _noise(key, x), x_mean
+        return gaussian_move(x_mean, std, _noise(key, x)), x_mean
 
     step.__name__ = kernel.__name__.lstrip("_")
     return step
