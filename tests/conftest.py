@@ -63,6 +63,10 @@ def pytest_runtest_setup(item):
     in-memory compilation cache key, so the caches are cleared whenever the next test wants the other setting:
     no test runs a program compiled under the other one (the persistent cache keys on the options and keeps
     the two apart).
+
+    Mark a test only after measuring it both ways: the marked ones spent 60% or more of their time compiling
+    in a run with a compile-time hook per test, and a test whose loops run long can get slower unoptimised
+    (the controllable experiment's inpainting test ran 6x slower: 125 -> 324 s, so it is not marked).
     """
     unoptimised = item.get_closest_marker("compile_bound") is not None or _LEVEL["unoptimised_by_user"]
     if unoptimised != _LEVEL["unoptimised"]:

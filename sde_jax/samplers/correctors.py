@@ -59,9 +59,9 @@ class Corrector(NamedTuple):
       options: names (from :data:`OPTIONS`) of the keyword options ``step`` takes.
       noise_step: for an update whose only randomness is one standard normal draw ``z`` of ``x``'s shape,
         the update given that draw: ``noise_step(z, sde, score_fn, x, t, index, **options)``, with ``step``
-        equal to it at ``z = normal(key, x.shape, x.dtype)``. The PC sampler then draws the ``z`` of many
-        steps in one call before its loop (the same numbers; see :func:`sde_jax.pc_sample`). ``None``: the
-        sampler calls ``step`` with a key.
+        equal to it at ``z = normal(key, x.shape, x.dtype)``. The PC sampler then makes the draws itself,
+        for small batches those of many steps in one call (the same numbers; see :func:`sde_jax.pc_sample`).
+        ``None``: the sampler calls ``step`` with a key.
     """
 
     step: Callable
