@@ -3,6 +3,8 @@
 The device count must be set before JAX initialises its backend, so it happens here, at import of
 conftest, before any test module imports jax.numpy or touches a device.
 """
+import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -64,9 +66,12 @@ def pytest_runtest_setup(item):
     no test runs a program compiled under the other one (the persistent cache keys on the options and keeps
     the two apart).
 
-    Mark a test only after measuring it both ways: the marked ones spent 60% or more of their time compiling
-    in a run with a compile-time hook per test, and a test whose loops run long can get slower unoptimised
-    (the controllable experiment's inpainting test ran 6x slower: 125 -> 324 s, so it is not marked).
+    Mark a test only after measuring it both ways: a test whose loops run long can get slower unoptimised (the
+    digits end-to-end test: 229 -> 368 s). The marked ones: first the tests that spent 60% or more of their
+    time compiling and over 5 s (a compile-time hook per test); then the tests over 1.5 s spending 50% or more
+    compiling, run as one set at each setting and marked where the unoptimised run was faster summed over the
+    function's parameters (that set: 746 -> 652 test-seconds, the marked part 680 -> 565); then five
+    subprocess and end-to-end tests timed one by one (toy2d's run and resume: 171 -> 94 s).
     """
     unoptimised = item.get_closest_marker("compile_bound") is not None or _LEVEL["unoptimised_by_user"]
     if unoptimised != _LEVEL["unoptimised"]:
@@ -77,6 +82,33 @@ def pytest_runtest_setup(item):
         else:
             os.environ.pop(_UNOPTIMISED, None)
         _LEVEL["unoptimised"] = unoptimised
+
+
+def build_once(tmp_path_factory, name, build):
+    """``build(directory) -> JSON-able`` runs once per test session, however many xdist workers need it; each
+    caller gets its own copy of the directory and the returned value.
+
+    A module-scoped fixture runs once per *worker* that runs one of the module's tests, and worksteal spreads a
+    module's tests over both workers: an expensive fixture (training a model) would be built twice. Here the
+    first worker builds under a file lock in the session's shared temporary folder and the other waits for it;
+    the copy keeps the tests that write into the directory apart. A failed build leaves no result, so the next
+    caller builds again."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    shared, done = root / f"shared_{name}", root / f"shared_{name}.json"
+    with open(root / f"shared_{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not done.exists():
+                shutil.rmtree(shared, ignore_errors=True)
+                shared.mkdir()
+                value = build(str(shared))
+                done.write_text(json.dumps(value))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    own = tmp_path_factory.mktemp(name)
+    shutil.copytree(shared, own, dirs_exist_ok=True)
+    return str(own), json.loads(done.read_text())
 
 
 @pytest.fixture

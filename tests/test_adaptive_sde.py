@@ -15,6 +15,7 @@ from sde_jax.samplers import adaptive_sde_sample
 from sampler_targets import MIXTURE, N_SAMPLES, WEIGHT_TOL, quality
 
 
+@pytest.mark.compile_bound
 def test_nfe_counts_actual_score_calls():
     """A host callback counts the evaluations of a one-example solve: 2 per attempted step + 1 (denoise), equal to
     the reported NFE and to the per-example count in the info."""

@@ -30,6 +30,7 @@ def test_missing_peer_is_recorded_as_skipped_with_the_install_command(monkeypatc
         assert "diffusers" in r["note"] and peers.INSTALL in r["note"]
 
 
+@pytest.mark.compile_bound
 def test_torch_mlp_equals_the_flax_mlp():
     """The peer's torch MLP (weights copied from Flax) gives the Flax scores to float32 rounding (rtol 1e-5,
     atol 1e-6), so both sides do the same work; sigma in [0.01, 50] covers the VE range."""
@@ -44,6 +45,7 @@ def test_torch_mlp_equals_the_flax_mlp():
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_peers_smoke_suite_writes_ratios(tmp_path):
     """``--suite peers-smoke`` (tiny sizes, 1 repeat) writes one ok record per case with ratio = peer min time /
     our min time and equal evaluation counts on both sides; the Markdown report has the peers table."""

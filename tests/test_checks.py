@@ -96,6 +96,7 @@ def test_traced_hyperparameters_inside_a_users_jit(name):
 @pytest.mark.parametrize("name, position", [(n, i) for n, (_, _, names) in ENTRY_POINTS.items()
                                             for i, a in enumerate(names) if a is not None])
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_bad_values_fail_with_one_message_concrete_and_traced(name, position):
     """The same rule and message whether the bad value is concrete (ValueError at call time) or traced (a
     run-time error from the compiled program, before any wrong number is returned)."""

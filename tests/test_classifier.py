@@ -77,6 +77,7 @@ def test_build_refuses_mismatched_loss_and_network():
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_guidance_with_a_trained_classifier_on_the_2d_toy():
     """A ``ClassifierMLP`` trained through ``build`` + ``fit`` (1500 Adam steps, batch 256, cross-entropy on
     VP-noised samples of the 3-class mixture) guides the exact unconditional score: 600 samples per class,

@@ -59,6 +59,7 @@ def _inpaint(name, y, method, **options):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(SDES))
+@pytest.mark.compile_bound
 def test_smc_inpainting_matches_the_exact_conditional_between_modes(name):
     """``method="smc"`` (16 particles) at ``y = (0, 0)``: weights within 0.03 of (0.375, 0.625, 0) and energy
     distance at the two-true-samples level, for VE, VP and sub-VP; the observed coordinates are returned as
@@ -98,6 +99,7 @@ def test_replacement_is_biased_between_modes():
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_smc_colourisation_matches_the_exact_conditional():
     """Colourisation of one-pixel RGB "images" ``[B, 1, 1, 3]`` from a 3-D mixture of isotropic components
     (std 0.4) built in :data:`COLOUR_BASIS` coordinates (grey, c1, c2): grey coordinates ``g -+ 0.6`` and

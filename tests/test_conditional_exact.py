@@ -40,6 +40,7 @@ def test_condition_on_exact_coordinates_is_bayes_rule(x64):
         np.testing.assert_allclose(cond.log_prob(free), expected, atol=1e-10)
 
 
+@pytest.mark.compile_bound
 def test_condition_on_noisy_coordinates_is_bayes_rule(x64):
     """``y = x[index] + sigma z``: ``log p(x | y) - log p(x) - log N(y; x[index], sigma^2)`` is the constant
     ``-log p(y)`` over 50 random ``x`` (spread 1e-10), and equals it: ``p(y)`` is the mixture with the noise

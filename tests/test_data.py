@@ -167,6 +167,7 @@ def _index_images(n):
     return np.stack([np.full((2, 2, 1), i % 256, np.uint8) for i in idx]), idx % 7
 
 
+@pytest.mark.compile_bound
 def test_replicated_batches_are_a_pure_function_of_key_and_step_and_cover_each_epoch(tmp_path):
     """Same (key, step) -> the same batch, on 1 and on 8 devices (bitwise); an epoch (n // B steps) visits n // B * B
     distinct examples with their labels; the batch lands sharded over the mesh."""
@@ -210,6 +211,7 @@ def test_sharded_layout_deals_the_data_and_each_device_draws_from_its_part(tmp_p
         assert set(rows[2 * dev: 2 * dev + 2].tolist()) <= parts[dev]
 
 
+@pytest.mark.compile_bound
 def test_pytree_batch_fn_is_an_argument_not_a_constant_of_the_train_program(tmp_path):
     """make_train_fn with DeviceBatches: the data set is an argument of the compiled program (its HLO text stays
     small although the data are 1 MB), and training matches array_batch_fn's closure on the same order."""

@@ -41,6 +41,7 @@ def test_ess_matches_ar1_reference(x64, phi):
     assert np.all(np.abs(ratio - 1.0) < 0.15), ratio
 
 
+@pytest.mark.compile_bound
 def test_autocorrelation_of_ar1(x64):
     """Lags 0..10 of 8 x 20000 AR(1) draws with phi = 0.8 equal phi^t within 0.03 (rho_0 = 1 exactly)."""
     x = _ar1(jax.random.key(3), 0.8, (8, 20000))
@@ -49,6 +50,7 @@ def test_autocorrelation_of_ar1(x64):
     np.testing.assert_allclose(rho[:11], 0.8 ** np.arange(11), atol=0.03)
 
 
+@pytest.mark.compile_bound
 def test_split_rhat_of_stationary_ar1_chains(x64):
     """4000 stationary chains, phi = 0.9, 200 draws (half-chains of L = 100): split R-hat equals the closed
     form sqrt((L - 1)/(L - V_L)) = 1.0935 within 0.006 (about 4 standard errors); with 20000 draws it is
@@ -77,6 +79,7 @@ def test_split_rhat_equals_the_textbook_formula(x64):
     assert np.all(ref > 1.5)
 
 
+@pytest.mark.compile_bound
 def test_rank_normalized_rhat_is_invariant_to_monotone_maps(x64):
     """Rank-normalised split R-hat depends on ranks only: exp(x) gives the same value (1e-12); it agrees with
     the classical one on Gaussian stationary chains within 0.01 and flags a scale mismatch that the classical
@@ -90,6 +93,7 @@ def test_rank_normalized_rhat_is_invariant_to_monotone_maps(x64):
     assert float(split_rhat(y)) < 1.02 < 1.05 < float(split_rhat(y, rank_normalize=True))
 
 
+@pytest.mark.compile_bound
 def test_burn_in_finds_the_end_of_the_transient(x64):
     """64 chains of iid N(0,1) draws whose first 120 draws are offset by +-5 (alternating chains): the first
     checkpoint (every 50 of 1000 draws) whose last half [n/2, n) is clean is n = 250 (R-hat < 1.01 there and

@@ -34,6 +34,7 @@ def _echo(params, x, labels, **kwargs):
 
 
 @pytest.mark.parametrize("name", SDES)
+@pytest.mark.compile_bound
 def test_edm_parameterisation_is_the_preconditioned_denoiser(x64, name):
     """score(x, t) = (D - x^) / (a sigma^2) with D = c_skip x^ + c_out F(c_in x^, c_noise), x^ = x / a(t),
     sigma = sigma(t) (to 1e-12); the labels are c_noise."""

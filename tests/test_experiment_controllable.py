@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from experiments.images import controllable, experiment
+from conftest import build_once
 from images_tiny_config import tiny_digits_config
 from sde_jax import data as D
 
@@ -71,11 +72,15 @@ def test_half_masks():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny score model (2 steps) and a tiny noise-conditional WRN (2 steps) on the 8x8 digits."""
-    wd = str(tmp_path_factory.mktemp("controllable"))
+    """A tiny score model (2 steps) and a tiny noise-conditional WRN (2 steps) on the 8x8 digits (trained once per
+    session, a private copy of the run directory per worker)."""
     config = _config()
-    experiment.train(config, wd, progress=False)
-    summary = experiment.run(config, wd, "train_classifier", progress=False)
+
+    def build(wd):
+        experiment.train(config, wd, progress=False)
+        return experiment.run(config, wd, "train_classifier", progress=False)
+
+    wd, summary = build_once(tmp_path_factory, "controllable", build)
     return config, wd, summary
 
 

@@ -203,6 +203,7 @@ def _params(workdir):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path):
     """A training process killed with SIGKILL after its first checkpoint and started again ends with parameters,
     EMA parameters and optimizer state bitwise equal to an uninterrupted run of the same length (fresh processes,
@@ -257,6 +258,7 @@ def _free_port():
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_two_processes_with_half_a_batch_each_equal_one_process(tmp_path):
     """jax.distributed on CPU (gloo) with 2 processes x 1 device: 4 training steps of batch 16 (8 rows per process,
     each process loading its own rows of every batch) give the parameters of 1 process x 1 device with the whole

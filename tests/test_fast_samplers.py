@@ -243,6 +243,7 @@ def test_ddim_eta_one_matches_pc_ancestral_in_distribution():
         assert werr < WEIGHT_TOL and ed < threshold, (werr, ed)
 
 
+@pytest.mark.compile_bound
 def test_sample_dispatches_and_validates():
     """One entry point: every registered method runs; unknown methods/options list the valid ones; misuse of
     num_steps, eta, order and grids raises ValueError naming the argument."""

@@ -18,6 +18,7 @@ SCORE = MIXTURE.perturbed_score(SDE)
 @pytest.mark.parametrize("solver, num_steps, tol", [("tsit5", None, 1e-4), ("dopri5", None, 1e-6),
                                                     ("heun", None, 1e-3), ("euler", 40, None), ("heun", 20, None)])
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_ode_sample_and_decode_latent_are_one_code_path(solver, num_steps, tol):
     """The same latents through ``ode_sample(x_init=z)`` and ``decode_latent(z)`` with the same settings give
     bitwise-equal results and the same NFE, for every solver of the one table, adaptive and fixed step; and a
@@ -51,6 +52,7 @@ def test_likelihood_and_sampler_report_nfe_from_the_same_solver_facts():
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_budget_exhausted_is_flagged_the_same_way_everywhere():
     """``max_steps`` too small: every example is NaN with status STATUS_MAX_STEPS, a FlowWarning names the
     examples, for the sampler and the likelihood alike (one policy)."""
@@ -87,6 +89,7 @@ def test_nonfinite_score_stops_that_example_early_and_spares_the_others():
     assert np.all(np.isfinite(logp[:3])) and np.isnan(logp[3])
 
 
+@pytest.mark.compile_bound
 def test_nan_input_is_flagged_not_solved():
     z = jnp.array([[0.1, 0.2], [jnp.nan, 0.0]])
     with pytest.warns(flow.FlowWarning, match="1 of 2"):
@@ -108,6 +111,7 @@ def test_no_warning_under_a_callers_jit():
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_a_solver_added_to_the_one_table_serves_sampler_and_likelihood(monkeypatch):
     """Both entry points read ``flow.SOLVERS``: adding Bogacki-Shampine 3(2) (FSAL, 3 new evaluations per
     step) makes it available to ``ode_sample`` and ``log_likelihood`` alike, with NFE ``1 + 3 n`` in both, and

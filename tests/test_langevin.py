@@ -87,6 +87,7 @@ def test_mala_accepts_everything_on_a_gaussian_as_h_to_zero_and_keeps_gaussian(x
     assert abs(float(jnp.var(st.position)) - 1.0) < 4 * np.sqrt(2.0 / 60000) * 3  # chains correlated: 3x slack
 
 
+@pytest.mark.compile_bound
 def test_trajectory_and_no_recompile_for_new_step_size():
     traces = []
 

@@ -163,6 +163,7 @@ def test_exact_divergence_matches_mixture_density(x64, name, d):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_float32(key):
     sde, gmm, x, logp, nfe, z = _solve_gmm("vp", 2)
     assert logp.dtype == jnp.float32 and z.dtype == jnp.float32
@@ -311,6 +312,7 @@ def test_same_results_on_1_and_8_devices(hutchinson_runs):
         assert int(nfe_eight) > 0
 
 
+@pytest.mark.compile_bound
 def test_batch_independence(x64):
     """An example's result does not depend on its batch-mates (each example is its own ODE)."""
     sde, gmm, x, logp, nfe, _ = _solve_gmm("vp", 2)
@@ -391,6 +393,7 @@ def test_bits_per_dim_on_quantised_gaussian(x64, key):
     assert float(jnp.mean(discrete)) - 3 * se < float(jnp.mean(bpd_iw)) < float(jnp.mean(bpd_u))
 
 
+@pytest.mark.compile_bound
 def test_bits_per_dim_never_negative_with_uniform_dequantisation(x64, key):
     """8-bit data on [0, 1] under a model peaked on grid points (component std << bin width): without
     dequantisation bits/dim goes negative (the paper's users' confusion); with uniform dequantisation it

@@ -175,6 +175,7 @@ def _levels_value(gmm, a_levels, s_levels, c):
     return float(np.mean(c * (D - np.asarray(s_levels) ** 2 * J)))
 
 
+@pytest.mark.compile_bound
 def test_smld_loss_at_exact_score(x64):
     gmm, sde = _mixture(), sj.VESDE(sigma_min=0.05, sigma_max=5.0, N=8)
     sigmas = np.asarray(sde.discrete_sigmas)
@@ -187,6 +188,7 @@ def test_smld_loss_at_exact_score(x64):
     assert abs(mc - exact) < 4.5 * se + 1e-3 * abs(exact), (mc, exact, se)
 
 
+@pytest.mark.compile_bound
 def test_ddpm_loss_at_exact_score(x64):
     gmm, sde = _mixture(), sj.VPSDE(N=32)  # beta_max / N < 1: a valid DDPM chain
     abar = np.asarray(sde.alphas_cumprod)
@@ -201,6 +203,7 @@ def test_ddpm_loss_at_exact_score(x64):
     assert abs(mc - exact) < 4.5 * se + 1e-3 * abs(exact), (mc, exact, se)
 
 
+@pytest.mark.compile_bound
 def test_ncsn_multilevel_loss_at_exact_score(x64):
     gmm = _mixture()
     sigmas = np.geomspace(3.0, 0.05, 6)
@@ -264,6 +267,7 @@ def test_classical_minimiser_recovers_gaussian_score(x64, name):
         np.testing.assert_allclose(b, jnp.linalg.inv(cov) @ jnp.mean(x, 0), atol=1e-9)
 
 
+@pytest.mark.compile_bound
 def test_esm_minimiser_is_exact(x64):
     x = _gaussian_sample(jax.random.key(6), 512)
     target = lambda y: -(y - MU) @ P_TRUE.T  # noqa: E731
@@ -272,6 +276,7 @@ def test_esm_minimiser_is_exact(x64):
     np.testing.assert_allclose(b, B_TRUE, atol=1e-10)
 
 
+@pytest.mark.compile_bound
 def test_small_sigma_dsm_minimiser(x64):
     sigma, n = 0.1, 2**18
     kx, kl = jax.random.split(jax.random.key(7))

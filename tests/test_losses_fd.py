@@ -250,6 +250,7 @@ def test_fd_energy_dsm_minimiser_is_the_smoothed_score(x64):
     np.testing.assert_allclose(fd[3:], P_sig @ MU, atol=TOL_MC)
 
 
+@pytest.mark.compile_bound
 def test_fd_energy_dsm_averages_to_dsm(x64):
     """Averaged over 4000 Gaussian directions, exact-scheme sliced DSM equals DSM of the model's score with
     the same noise draw (Monte-Carlo difference within 4.5 standard errors)."""
@@ -280,6 +281,7 @@ def test_fd_energy_dsm_averages_to_dsm(x64):
 # Regularised ISM (Kingma & LeCun 2010)
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("scheme", ["exact", "central"])
+@pytest.mark.compile_bound
 def test_regularized_ism_is_ism_plus_curvature_penalty(x64, scheme):
     """Gaussian energy f = -1/2 (x - m)^T P (x - m): the loss equals the closed form
     -tr P + 1/2 mean (x - m)^T P^2 (x - m) + lambda sum_i P_ii^2 to 1e-10 (central differences are exact
@@ -299,6 +301,7 @@ def test_regularized_ism_is_ism_plus_curvature_penalty(x64, scheme):
     assert float(loss - ism) == pytest.approx(float(penalty), rel=1e-9)
 
 
+@pytest.mark.compile_bound
 def test_regularized_ism_minimiser_shrinks_precision(x64):
     """Independent coordinates with variances s = (0.5, 2), mean 0, 2^15 samples, lambda = 0.25: the minimiser
     of regularised ISM over quadratic energies has A = diag(1 / (s + 2 lambda)) = diag(1, 0.4), A_12 = 0 and
@@ -342,6 +345,7 @@ def test_float32_central_fd_close_to_autodiff():
         assert abs(float(fd) - float(ad)) < 0.02 * max(1.0, abs(float(ad))), (float(fd), float(ad))
 
 
+@pytest.mark.compile_bound
 def test_new_fd_eps_does_not_recompile():
     """fd_eps (and sigma) are values: one compiled program serves every step size."""
     _, energy = _nonlinear(2)

@@ -43,6 +43,7 @@ def _images(seed, n, lo=0, hi=256):
     return np.random.default_rng(seed).integers(lo, hi, (n, 8, 8, 1), dtype=np.uint8)
 
 
+@pytest.mark.compile_bound
 def test_sharded_extraction_equals_one_device_and_does_not_retrace(cnn):
     """37 images in batches of 16 (last one padded) over 8 devices equal 1 device and the module applied to
     all images at once (1e-6); an iterable of uneven chunks (5, 20, 12) gives the identical result; three

@@ -49,6 +49,7 @@ def test_shift_lowers_precision_and_recall_monotonically():
     assert np.all(pr[4] == 0.0)
 
 
+@pytest.mark.compile_bound
 def test_block_size_does_not_change_results():
     """Blocks of 7 rows (padding in the last block) give exactly the blocks-of-1024 result."""
     rng = np.random.default_rng(3)

@@ -232,6 +232,7 @@ def test_align_corners_resize_closed_form(x64, shape):
     np.testing.assert_allclose(np.asarray(got), _align_corners_reference(x, shape), atol=1e-12)
 
 
+@pytest.mark.compile_bound
 def test_instance_norm_plus_unbiased_channel_variance(x64):
     """InstanceNorm++ with ``unbiased_channel_var`` uses var_c'(mu_c') with divisor C - 1 (torch.var), to 1e-12;
     the default (the JAX code's) divides by C, and the two differ."""
@@ -251,6 +252,7 @@ def test_instance_norm_plus_unbiased_channel_variance(x64):
     assert float(jnp.max(jnp.abs(outs[True] - outs[False]))) > 1e-3
 
 
+@pytest.mark.compile_bound
 def test_ncsnv2_conventions_reach_the_blocks_and_change_their_output():
     """The config options reach the model (registry) and its blocks; the default model is the JAX code's (both
     conventions off); turning corner alignment on changes a refine block's multi-resolution fusion (so the

@@ -181,6 +181,7 @@ def _block_errors(name, cfg, variables, sd):
                                   pytest.param("small/ddpmpp", marks=pytest.mark.slow),
                                   pytest.param(SKIP, marks=pytest.mark.slow)])
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_imported_network_agrees_block_by_block_with_torch(tmp_path, name):
     """Import a checkpoint, run our network on a batch (sigma / 999 t / level labels as the config trains), and
     recompute every top-level module -- embedding, first conv, each residual block (plain, up, down; BigGAN with

@@ -66,6 +66,7 @@ def _batch_permutation_check(module, variables, x, *args):
     return y
 
 
+@pytest.mark.compile_bound
 def test_attention_block_shape_and_batch_permutation(key):
     k1, k2 = jax.random.split(key)
     x = jax.random.normal(k1, (4, 8, 8, 8))
@@ -97,6 +98,7 @@ def test_resnet_blocks_shapes_and_batch_permutation(key, block, kwargs, out_hw, 
     assert y.shape == (4, out_hw, out_hw, out_c)
 
 
+@pytest.mark.compile_bound
 def test_dropout_only_in_training(key):
     x = jax.random.normal(key, (2, 4, 4, 8))
     m = ResnetBlockDDPM(dropout=0.5, init_scale=1.0)
@@ -112,6 +114,7 @@ def test_dropout_only_in_training(key):
     assert not np.allclose(a, b)
 
 
+@pytest.mark.compile_bound
 def test_instance_norm_plus_closed_form(x64, key):
     x = jax.random.normal(key, (3, 5, 5, 4), jnp.float64) * 2.0 + jnp.arange(4.0)
     m = InstanceNorm2dPlus()

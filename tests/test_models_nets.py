@@ -201,6 +201,7 @@ def test_class_conditional_ncsnpp(key):
 
 
 # --- score_fn wrapper conventions ---------------------------------------------------------------------------
+@pytest.mark.compile_bound
 def test_ve_continuous_score_fn_uses_sigma_labels_and_the_networks_own_scaling(key):
     """VE + NCSN++ (Fourier, scale_by_sigma): label sigma(t), score = network output (it divided by sigma)."""
     cfg = _tiny("small/ncsnpp")
@@ -224,6 +225,7 @@ def test_ve_continuous_score_fn_uses_sigma_labels_and_the_networks_own_scaling(k
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_ve_discrete_score_fn_uses_level_labels(key):
     """VE + NCSN++ (positional, discrete): label N-1-i with i = round(t (N-1)), sigma from the table."""
     cfg = _tiny("ve/cifar10_ncsnpp")

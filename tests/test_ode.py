@@ -72,6 +72,7 @@ def test_fixed_step_solvers_have_their_order(x64):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_adaptive_tolerance_controls_error(x64):
     sde = sj.VPSDE()
     score = MIXTURE.perturbed_score(sde)

@@ -34,6 +34,7 @@ def _combos():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, predictor, corrector", list(_combos()))
+@pytest.mark.compile_bound
 def test_every_combination_samples_the_exact_target(name, predictor, corrector):
     sde, eps = SDES[name]
     # Corrector-only samplers anneal by Langevin alone: 3 updates per level at snr 0.3 (instead of 1 at 0.16).
@@ -83,6 +84,7 @@ def test_euler_maruyama_grid_ends_at_zero(x64):
     assert float(jnp.var(x)) == pytest.approx(expected_var, rel=4 * np.sqrt(2 / n))
 
 
+@pytest.mark.compile_bound
 def test_new_snr_eps_key_and_sde_values_do_not_recompile():
     traces = []
     exact = MIXTURE.perturbed_score(sj.VESDE(N=30))
@@ -229,6 +231,7 @@ def test_ancestral_on_subvp_bad_shapes_and_devices_raise():
         pc_sample(jax.random.key(0), sde, score, (0, 2))
 
 
+@pytest.mark.compile_bound
 def test_vp_discrete_chain_with_too_few_levels_is_refused():
     """VPSDE's DDPM chain takes sqrt(1 - beta_i) with beta_i = linspace(beta_min/N, beta_max/N, N): with N <
     beta_max the last beta is > 1 and the samples would be NaN. The discrete predictors refuse it at call time

@@ -156,6 +156,7 @@ FAULTS = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.compile_bound
 def test_invalid_latest_checkpoint_falls_back_and_resumes_bitwise(run20, fault, caplog):
     """Fault injected into the latest checkpoint (step 20; the 99999 folder is newer than it): resuming
     warns naming the bad folder, moves it to checkpoints/invalid/, restores the next older valid checkpoint and
@@ -449,6 +450,7 @@ def test_a_changed_config_is_refused_on_resume(tmp_path):
 # --------------------------------------------------------------------------------------------------
 # The PC sampler on 8 devices vs 1
 # --------------------------------------------------------------------------------------------------
+@pytest.mark.compile_bound
 def test_batch_mean_is_exact_to_float_rounding_and_independent_of_sharding(x64):
     """batch_mean against the float64 mean (float32 input: rel. 1e-6, a few ulps; float64 input: rel. 1e-10),
     bitwise equal sharded over 8 devices and on one, masked entries (a NaN) ignored, all-zero input gives 0."""
@@ -494,6 +496,7 @@ def test_pc_sampler_with_a_network_score_is_bitwise_the_same_on_8_devices_and_1(
     np.testing.assert_array_equal(np.asarray(many), np.asarray(one))
 
 
+@pytest.mark.compile_bound
 def test_one_nonfinite_example_does_not_poison_the_batch_mean_step():
     """A score that is NaN for example 0 only: with the batch-mean Langevin step, the other 63 samples stay
     finite (the mean skips non-finite examples) and example 0 is NaN. (Before: the mean was NaN and every
@@ -552,6 +555,7 @@ def test_losses_refuse_a_score_of_the_wrong_shape(name):
         calls[name]()
 
 
+@pytest.mark.compile_bound
 def test_16_bit_sampling_dtypes_compute_in_float32_and_return_their_dtype():
     """pc_sample with dtype=bfloat16 / float16: computed in float32 (a 16-bit loop state would stall and the
     scan carry would change type), returned as the float32 samples rounded to the dtype, bitwise. (Before:
@@ -566,6 +570,7 @@ def test_16_bit_sampling_dtypes_compute_in_float32_and_return_their_dtype():
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_16_bit_ode_sampler_and_likelihood_compute_in_float32():
     """ode_sample (dtype=bfloat16) is the float32 solve rounded, bitwise; log_likelihood of bfloat16 data
     equals that of the same values in float32 bitwise, logp in float32, the latent in bfloat16. (Before: a

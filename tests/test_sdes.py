@@ -89,6 +89,7 @@ def test_discretize_reproduces_ddpm_betas_and_smld_sigmas(x64):
     np.testing.assert_allclose(np.sqrt(vp.alphas_cumprod), vp.marginal_mean_coeff(t), rtol=3.5e-2)
 
 
+@pytest.mark.compile_bound
 def test_prior_logp_and_sampling(x64, key):
     for sde, s in [(SDES["ve"](), 50.0), (SDES["vp"](), 1.0)]:
         z = sde.prior_sampling(key, (5, 3, 4, 2))

@@ -28,6 +28,7 @@ def _run(logp, x0, betas, h, steps, key):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_every_replica_samples_its_tempered_target(x64):
     """R = 4, betas (1, 0.5, 0.25, 0.1), 4000 systems started at 0, 600 steps, h_r = 0.4 / beta_r: each
     replica's E[x] and E[x^2] match p^beta (normalised by quadrature on a 20001-point grid) within 5 standard
@@ -91,6 +92,7 @@ def test_swap_bookkeeping_and_state_invariants(x64):
     np.testing.assert_allclose(state.score.reshape(-1, 1), -flat - 1.0, atol=1e-12)
 
 
+@pytest.mark.compile_bound
 def test_new_betas_and_step_sizes_do_not_recompile():
     logp = lambda x: -0.5 * jnp.sum(x**2, -1)  # noqa: E731
     state = replica_exchange_init(jnp.zeros((3, 4, 2)), logp)

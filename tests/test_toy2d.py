@@ -34,6 +34,7 @@ def tiny(config, num_steps=200):
 
 
 @pytest.mark.slow
+@pytest.mark.compile_bound
 def test_end_to_end_tiny_run_then_resume(tmp_path):
     workdir = str(tmp_path / "run")
     m = experiment.run(tiny(get_config()), workdir, progress=False)
@@ -64,6 +65,7 @@ def test_end_to_end_tiny_run_then_resume(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config_name", ["vp_ism", "vp_ssm"])
+@pytest.mark.compile_bound
 def test_ism_and_ssm_configs_learn(tmp_path, config_name):
     config = tiny(configs.load(config_name), num_steps=100)   # one dispatch of 100 steps, one device
     config.training.num_devices = 1

@@ -16,6 +16,7 @@ def _mixture(dim=3):
     return sj.toy.GaussianMixture(means, stds, [0.2, 0.5, 0.3])
 
 
+@pytest.mark.compile_bound
 def test_log_prob_normalised_in_2d(x64):
     gmm = sj.toy.GaussianMixture([[-1.0, 0.0], [1.5, 1.0]], [[0.5, 0.8], [0.4, 0.3]], [0.3, 0.7])
     g = jnp.linspace(-6, 6, 801)
@@ -81,6 +82,7 @@ def test_t_zero_limit_and_noise_conditional_score(x64, key):
     np.testing.assert_allclose(gmm.noise_conditional_score()(x, jnp.zeros(16)), gmm.score(x), rtol=1e-12)
 
 
+@pytest.mark.compile_bound
 def test_sample_weights_and_moments(key):
     gmm = sj.toy.GaussianMixture([[-5.0, -5.0], [5.0, 5.0]], 1.0, [1.0, 4.0])
     x, comp = gmm.sample(key, 40000, return_component=True)

@@ -126,6 +126,7 @@ def test_banana_moments_match_quadrature(x64):
 
 
 @pytest.mark.parametrize("s, b", [(2.0, 0.25), (1.0, -1.0)])
+@pytest.mark.compile_bound
 def test_banana_sample_moments_within_monte_carlo_error(key, s, b):
     target, n = Banana(s, b), N_SAMPLES
     x = np.asarray(sample(target, key, n), np.float64)
@@ -178,6 +179,7 @@ HISTOGRAM_CASES = [
 
 
 @pytest.mark.parametrize("density, sampler, edges, accept", HISTOGRAM_CASES)
+@pytest.mark.compile_bound
 def test_histogram_agrees_with_log_prob(key, density, sampler, edges, accept):
     samples = sample(sampler(), key, N_SAMPLES)
     p = _chi_square_pvalue(samples, density(), *edges)
@@ -253,6 +255,7 @@ def test_make_target_passes_kwargs_and_lists_names():
 
 
 # -------------------------------------------------------------------------------------------------- pytree
+@pytest.mark.compile_bound
 def test_pytree_roundtrip_and_no_recompile_on_new_parameters(key):
     @jax.jit
     @chex.assert_max_traces(n=1)

@@ -59,6 +59,7 @@ def test_one_step_on_8_devices_equals_1_device():
     assert int(out[NUM_DEVICES][0].step) == 1
 
 
+@pytest.mark.compile_bound
 def test_noise_differs_across_devices_and_matches_one_device():
     """The loss draws noise for the global batch from one key; each device gets its own slice of it (no
     replicated-key noise), and the values do not depend on the device count."""
