@@ -62,23 +62,29 @@ def _fit(workdir, num_steps, *, state=None, log_every=5, **kw):
                         log_every=log_every, progress=False, **kw)
 
 
+def _setting():
+    """The compile setting of the running test (conftest's ``compile_bound``): results compared bitwise must come
+    from programs compiled under the same one, so the cached runs below are kept per setting."""
+    return bool(jax.config.read("jax_disable_most_optimizations"))
+
+
 @functools.lru_cache(maxsize=None)
-def _uninterrupted():
+def _uninterrupted(setting):
     """The reference: 30 steps without checkpoints (the same dispatch boundaries as every run below)."""
     return _fit(None, 30)
 
 
 def _assert_equals_uninterrupted(state, history):
-    ref_state, ref_hist = _uninterrupted()
+    ref_state, ref_hist = _uninterrupted(_setting())
     _assert_bitwise(state, ref_state)                 # params, EMA, optimizer state, step
     np.testing.assert_array_equal(history["step"], ref_hist["step"])
     np.testing.assert_array_equal(history["loss"], ref_hist["loss"])
 
 
 @functools.lru_cache(maxsize=None)
-def _pristine(root):
+def _pristine(root, setting):
     """A workdir holding checkpoints at steps 10 and 20 (copied by each test before injecting its fault)."""
-    path = os.path.join(root, "pristine")
+    path = os.path.join(root, f"pristine_{'unoptimised' if setting else 'default'}")
     _fit(path, 20)
     return path
 
@@ -86,7 +92,7 @@ def _pristine(root):
 @pytest.fixture
 def run20(tmp_path_factory, tmp_path):
     work = str(tmp_path / "run")
-    shutil.copytree(_pristine(str(tmp_path_factory.getbasetemp())), work)
+    shutil.copytree(_pristine(str(tmp_path_factory.getbasetemp()), _setting()), work)
     return work
 
 
