@@ -19,3 +19,19 @@ def test_models_bench_smoke(tmp_path):
     assert r["batch"] == 1 and r["repeats"] == 1 and r["jax_version"] and r["device"]
     for k in ("forward_compile_s", "forward_min_s", "forward_median_s", "fwd_bwd_min_s", "fwd_bwd_median_s"):
         assert r[k] > 0
+
+
+def test_conv_in_scan_smoke(tmp_path):
+    """The conv-in-scan benchmark on its first (smallest) shape, 2 scan steps, 1 repeat: one record per case with
+    positive times and ratio = inside-per-iteration min / outside min; bad options exit with a message."""
+    from benchmarks import conv_in_scan
+
+    records = conv_in_scan.main(["--out", str(tmp_path), "--steps", "2", "--repeats", "1", "--shapes", "1"])
+    saved = json.loads((tmp_path / "conv_in_scan.json").read_text())
+    assert saved["records"] == json.loads(json.dumps(records)) and saved["machine"]["backend"] == "cpu"
+    assert [r["what"] for r in records] == ["grad_w", "grad_x", "forward"]
+    for r in records:
+        assert r["scan_steps"] == 2 and r["outside"]["min_s"] > 0 and r["inside_per_iteration"]["min_s"] > 0
+        assert r["ratio"] == pytest.approx(r["inside_per_iteration"]["min_s"] / r["outside"]["min_s"])
+    with pytest.raises(SystemExit):
+        conv_in_scan.main(["--out", str(tmp_path), "--shapes", "0"])

@@ -98,6 +98,8 @@ def fit(state, train_step: Callable, batch_fn: Callable, key, *, num_steps: int,
       num_steps: total number of optimizer steps.
       workdir: where ``checkpoints/`` and ``train_history.csv`` live (``None``: no checkpoints, no resume).
       steps_per_call: steps per jitted dispatch (``lax.scan`` length); also the longest a signal waits.
+        On the CPU, use 1 for networks with convolutions: XLA:CPU runs their weight gradients ~10x slower
+        inside a loop body (jax-ml/jax#12868); on GPU/TPU a few steps per dispatch save dispatch time.
       checkpoint_every: save the latest checkpoint every this many steps (default: only at the end).
       snapshot_every: also keep the checkpoints at multiples of this (``None``: none).
       log_every: log and record the mean metrics over windows of this many steps.
