@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.images import controllable, experiment
 from conftest import build_once
+from experiments.images import controllable, experiment
 from images_tiny_config import tiny_digits_config
 from sde_jax import data as D
 
