@@ -23,6 +23,7 @@ import optax
 from flax import serialization
 
 from sde_jax import data as D
+from sde_jax.metrics.features import _batches as padded_batches   # fixed-size, zero-padded uint8 chunks
 
 __all__ = ["SmallCNN", "Classifier", "train_classifier", "load_or_train", "predict", "summarize"]
 
@@ -128,12 +129,10 @@ def predict(model, params, images, *, batch_size: int = 500, features: bool = Fa
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(f"images must be a non-empty [n, h, w, c] array; got shape {images.shape}")
     probs, feats = [], []
-    for i in range(0, len(images), batch_size):
-        chunk = images[i:i + batch_size]
-        padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk),) + chunk.shape[1:], chunk.dtype)])
-        p, f = _probs_and_features(model, params, jnp.asarray(padded))
-        probs.append(np.asarray(p)[:len(chunk)])
-        feats.append(np.asarray(f)[:len(chunk)])
+    for batch, n in padded_batches(images, batch_size):
+        p, f = _probs_and_features(model, params, jnp.asarray(batch))
+        probs.append(np.asarray(p)[:n])
+        feats.append(np.asarray(f)[:n])
     probs = np.concatenate(probs)
     return (probs, np.concatenate(feats)) if features else probs
 
