@@ -90,8 +90,9 @@ def test_ve_paper_config_trains_and_samples_through_the_factory(tmp_path):
     assert (score_fn.parameterization, score_fn.continuous) == ("score", True)
     t = jnp.full((2,), 0.5)
     x = jax.random.normal(jax.random.key(3), (2,) + parts.data_shape)
-    np.testing.assert_allclose(score_fn(x, t), parts.model.apply(state.ema_params, x, parts.sde.sigma(t)),
-                               rtol=1e-5, atol=1e-6)
+    got, want = jax.jit(lambda p: (parts.make_score_fn(p)(x, t), parts.model.apply(p, x, parts.sde.sigma(t))))(
+        state.ema_params)                                  # one program, not the network op by op
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     sde = parts.sde.replace(N=3)
     samples, nfe = sj.pc_sample(jax.random.key(4), sde, parts.make_score_fn(state.ema_params), (2,) + parts.data_shape)
     assert samples.shape == (2,) + parts.data_shape and np.all(np.isfinite(samples)) and nfe == 6

@@ -209,7 +209,7 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path):
     EMA parameters and optimizer state bitwise equal to an uninterrupted run of the same length (fresh processes,
     same environment)."""
     steps = ["--config.training.num_steps=40", "--config.training.steps_per_call=1",
-             "--config.training.checkpoint_every=4"]
+             "--config.training.checkpoint_every=10"]
     killed = str(tmp_path / "killed")
     proc = subprocess.Popen(_cli(killed, *steps), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

@@ -41,6 +41,8 @@ import sde_jax.likelihood as lk
 from sde_jax.likelihood import bits_per_dim, bits_per_dim_offset, decode_latent, log_likelihood
 from sde_jax.parallel import make_data_mesh
 
+from conftest import build_once
+
 SDES = {"vp": sj.VPSDE, "subvp": sj.SubVPSDE, "ve": sj.VESDE}
 EPS = 1e-5
 B2, B10 = 64, 32  # batch sizes of the 2-D and 10-D cases (fixed: programs are shared between tests)
@@ -254,26 +256,37 @@ N_POINTS, REPS = 4, 128
 
 
 @pytest.fixture(scope="module")
-def hutchinson_runs():
+def hutchinson_runs(tmp_path_factory):
     """Hutchinson estimates for 4 points of the 2-D mixture, each repeated 128 times (per-example probes
     come from ``fold_in(key, index)``, so the repeats are independent draws); real call counts too.
 
     2-D keeps the compile time down (it grows with batch x dimension). There a Rademacher estimate is
     two-valued, ``tr A + e1 e2 (A12 + A21)``, so unbiasedness is ``E[e1 e2] = 0`` and the 1/P law is exact;
     Gaussian probes give a continuous estimate. (Run once in 10-D during development: |mean - exact| / SE
-    <= 1.7 over both probe types, variance ratio P=1 / P=4 = 4.79.)"""
+    <= 1.7 over both probe types, variance ratio P=1 / P=4 = 4.79.)
+
+    The solves run once per test session (``build_once``: the two tests using them may run on different xdist
+    workers); the float64 results travel as JSON, whose float repr round-trips exactly."""
+    runs = [("rademacher", 1, "dopri5"), ("gaussian", 1, "tsit5"), ("rademacher", 4, "dopri5")]
+
+    def build(_):
+        with jax.enable_x64(True):
+            sde, gmm, x, exact, _, _ = _solve_gmm("vp", 2)
+            xr = jnp.repeat(x[:N_POINTS], REPS, axis=0)
+            out = {"exact": np.asarray(exact[:N_POINTS]).tolist()}
+            for probe, num_probes, solver in runs:
+                (logp, nfe), calls = _counted(log_likelihood, jax.random.key(7), sde, exact_score(gmm, sde), xr,
+                                              divergence="hutchinson", probe=probe, num_probes=num_probes,
+                                              solver=solver)
+                out[f"{probe}-{num_probes}"] = [np.asarray(logp).tolist(), int(nfe), calls]
+            return out
+
+    _, value = build_once(tmp_path_factory, "hutchinson_runs", build)
     with jax.enable_x64(True):
-        sde, gmm, x, exact, _, _ = _solve_gmm("vp", 2)
-        xr = jnp.repeat(x[:N_POINTS], REPS, axis=0)
-        score = exact_score(gmm, sde)
-        runs = {}
-        for probe, num_probes, solver in [("rademacher", 1, "dopri5"), ("gaussian", 1, "tsit5"),
-                                          ("rademacher", 4, "dopri5")]:
-            (logp, nfe), calls = _counted(log_likelihood, jax.random.key(7), sde, score, xr,
-                                          divergence="hutchinson", probe=probe, num_probes=num_probes,
-                                          solver=solver)
-            runs[probe, num_probes] = (np.asarray(logp), int(nfe), calls)
-        return dict(sde=sde, gmm=gmm, xr=xr, exact=np.asarray(exact[:N_POINTS]), runs=runs)
+        sde, gmm = SDES["vp"](), mixture(2)
+        xr = jnp.repeat(gmm.sample(jax.random.key(2), B2)[:N_POINTS], REPS, axis=0)   # the x of _solve_gmm("vp", 2)
+    results = {(p, n): (np.asarray(value[f"{p}-{n}"][0], np.float64), *value[f"{p}-{n}"][1:]) for p, n, _ in runs}
+    return dict(sde=sde, gmm=gmm, xr=xr, exact=np.asarray(value["exact"], np.float64), runs=results)
 
 
 @pytest.mark.slow
