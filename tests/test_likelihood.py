@@ -134,11 +134,16 @@ def _counted(fn, *args, **kw):
     return out, CALLS.n
 
 
+def _points(gmm, d):
+    """The data points of the shared ``d``-dimensional cases."""
+    return gmm.sample(jax.random.key(d), B2 if d == 2 else B10)
+
+
 def _solve_gmm(name, d, key=None, **kw):
     """The shared cases: exact score of ``mixture(d)`` under ``SDES[name]()``; checks NFE = real calls."""
     sde = SDES[name]()
     gmm = mixture(d)
-    x = gmm.sample(jax.random.key(d), B2 if d == 2 else B10)
+    x = _points(gmm, d)
     (logp, nfe, z), calls = _counted(log_likelihood, key, sde, exact_score(gmm, sde), x, return_latent=True,
                                      **kw)
     assert int(nfe) == calls > 0
@@ -284,7 +289,7 @@ def hutchinson_runs(tmp_path_factory):
     _, value = build_once(tmp_path_factory, "hutchinson_runs", build)
     with jax.enable_x64(True):
         sde, gmm = SDES["vp"](), mixture(2)
-        xr = jnp.repeat(gmm.sample(jax.random.key(2), B2)[:N_POINTS], REPS, axis=0)   # the x of _solve_gmm("vp", 2)
+        xr = jnp.repeat(_points(gmm, 2)[:N_POINTS], REPS, axis=0)
     results = {(p, n): (np.asarray(value[f"{p}-{n}"][0], np.float64), *value[f"{p}-{n}"][1:]) for p, n, _ in runs}
     return dict(sde=sde, gmm=gmm, xr=xr, exact=np.asarray(value["exact"], np.float64), runs=results)
 
