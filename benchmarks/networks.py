@@ -76,9 +76,10 @@ def _count(params) -> int:
 
 
 def vp_sde(n: int):
-    """The VP SDE with ``n`` levels: the paper's ``beta_max = 20`` where the DDPM chain allows it (``N >= 20``),
-    ``beta_max = N`` below that (the chain needs every ``beta_i <= 1``; the timings do not depend on it)."""
-    return sj.VPSDE(beta_max=min(20.0, float(n)), N=n)
+    """The VP SDE with ``n`` levels: the paper's ``beta_max = 20`` where the DDPM chain allows it comfortably
+    (``N >= 40``), ``beta_max = N / 2`` below that (the chain needs every ``beta_i < 1``, i.e. ``N > beta_max``;
+    the timings do not depend on it)."""
+    return sj.VPSDE(beta_max=min(20.0, n / 2), N=n)
 
 
 def mlp_network(data_dim: int = 2, *, name: str = "mlp", **kwargs) -> Network:
@@ -87,7 +88,7 @@ def mlp_network(data_dim: int = 2, *, name: str = "mlp", **kwargs) -> Network:
     model = ScoreMLP(**kwargs)
     params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((2, data_dim)), jnp.ones((2,)))
     desc = (f"ScoreMLP(hidden={model.hidden}, num_layers={model.num_layers}, embed_dim={model.embed_dim}), "
-            f"D={data_dim}, VPSDE (beta_max = min(20, N))")
+            f"D={data_dim}, VPSDE (beta_max = min(20, N/2))")
     return Network(name=name, description=desc, apply=model.apply, params=params, data_shape=(data_dim,),
                    make_sde=vp_sde, make_score_fn=lambda sde, p: get_score_fn(sde, model, p),
                    num_params=_count(params), kind="mlp")
@@ -133,7 +134,7 @@ def _module_network(spec: str, kwargs: dict, data_shape: tuple) -> Network:
     model = cls(**kwargs)
     x = jnp.zeros((2,) + tuple(data_shape))
     params = jax.jit(model.init)(jax.random.key(0), x, jnp.ones((2,)))
-    return Network(name=attr, description=f"{spec}({json.dumps(kwargs)}), data {tuple(data_shape)}, VPSDE (beta_max = min(20, N))",
+    return Network(name=attr, description=f"{spec}({json.dumps(kwargs)}), data {tuple(data_shape)}, VPSDE (beta_max = min(20, N/2))",
                    apply=model.apply, params=params, data_shape=tuple(data_shape),
                    make_sde=vp_sde, make_score_fn=lambda sde, p: get_score_fn(sde, model, p),
                    num_params=_count(params), kind="mlp" if len(data_shape) == 1 else "image")

@@ -245,19 +245,24 @@ class _BetaSDE(SDE):
     def prior_std(self):
         return 1.0
 
+    def check_discrete_chain(self):
+        """``ValueError`` unless the discrete (DDPM) chain is well defined: every ``beta_i = beta(t_i) / N < 1``,
+        i.e. ``N > beta_max``. At ``N = beta_max`` the last level's ``sqrt(1 - beta_i)`` is 0: the forward step
+        destroys the whole signal and the ancestral step divides by zero. Checked only when ``beta_max`` is
+        concrete (a traced one, inside a jitted function, is not); :func:`sde_jax.pc_sample` checks it at call
+        time for the discrete predictors."""
+        if C.is_concrete(self.beta_max) and float(self.beta_max) >= self.N:
+            raise ValueError(
+                f"the discrete (DDPM) chain of {type(self).__name__} needs every beta_i = beta(t_i) / N < 1, i.e. "
+                f"N > beta_max; got beta_max={float(self.beta_max)}, N={self.N}. Use more levels (N; the paper: "
+                f"1000) or a sampler that does not take the discrete chain (e.g. predictor='euler_maruyama').")
+
     @property
     def discrete_betas(self):
         """DDPM betas ``linspace(beta_0/N, beta_1/N, N)``; the chain takes ``sqrt(1 - beta_i)``, so every
-        ``beta_i`` must be <= 1, i.e. ``N >= beta_1`` (``ValueError`` otherwise, when ``beta_max`` is concrete,
-        e.g. when :func:`sde_jax.pc_sample` is called; a traced ``beta_max`` is not checked). At ``N = beta_1``
-        the last step destroys the whole signal (and the ancestral step divides by ``sqrt(1 - beta) = 0``): use
-        ``N`` well above ``beta_1`` (the paper: 1000)."""
-        message = (f"the discrete (DDPM) chain of {type(self).__name__} needs every beta_i = beta(t_i) / N <= 1, "
-                   f"i.e. N >= beta_max")
-        if C.is_concrete(self.beta_max) and float(self.beta_max) / self.N > 1.0:
-            raise ValueError(f"{message}; got beta_max={float(self.beta_max)}, N={self.N}. Use more levels "
-                             f"(N) or a sampler that does not take the discrete chain (e.g. predictor="
-                             f"'euler_maruyama').")
+        ``beta_i`` must be < 1, i.e. ``N > beta_1`` (:meth:`check_discrete_chain`, ``ValueError`` otherwise when
+        ``beta_max`` is concrete). Use ``N`` well above ``beta_1`` (the paper: 1000)."""
+        self.check_discrete_chain()
         return jnp.linspace(self.beta_min / self.N, self.beta_max / self.N, self.N)
 
     @property

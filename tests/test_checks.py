@@ -11,14 +11,14 @@ from sde_jax import losses
 from sde_jax.samplers import mala_init, mala_step, run_chain, ula_init, ula_step
 from sampler_targets import MIXTURE
 
-SDE = sj.VPSDE(N=20)
+SDE = sj.VPSDE(N=25)
 SCORE = MIXTURE.perturbed_score(SDE)
 X = MIXTURE.sample(jax.random.key(0), 4)
 KEY = jax.random.key(1)
 
 
 def _pc(eps, snr, beta_max):
-    sde = sj.VPSDE(beta_max=beta_max, N=20)
+    sde = sj.VPSDE(beta_max=beta_max, N=25)
     return sj.pc_sample(KEY, sde, MIXTURE.perturbed_score(sde), (4, 2), eps=eps, snr=snr)[0]
 
 

@@ -206,7 +206,7 @@ def test_smc_does_not_recompile_for_new_observations():
         traces.append(1)
         return -x
 
-    sde = sj.VPSDE(N=20)
+    sde = sj.VPSDE(N=25)
     for i, y in enumerate([0.0, 1.0, -2.0]):
         data = jnp.full((4, 2), y)
         mask = jnp.array([[1.0, 0.0]]) if i < 2 else jnp.array([[0.0, 1.0]])
@@ -258,6 +258,6 @@ def test_smc_info_reports_weights_ess_and_evidence():
      ValueError, "scale"),
 ])
 def test_bad_arguments_raise(call, err, match):
-    sde = sj.VPSDE(N=20)
+    sde = sj.VPSDE(N=25)
     with pytest.raises(err, match=match):
         call(sde, GMM.perturbed_score(sde))

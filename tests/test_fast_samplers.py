@@ -249,7 +249,7 @@ def test_sample_dispatches_and_validates():
     num_steps, eta, order and grids raises ValueError naming the argument."""
     assert set(sj.samplers.SAMPLERS) == {"pc", "ode", "ddim", "edm_heun", "edm_stochastic", "dpm_solver",
                                          "dpm_solver++", "adaptive_sde"}
-    sde = sj.VPSDE(N=20)
+    sde = sj.VPSDE(N=25)
     score = MIXTURE.perturbed_score(sde)
     call = lambda **kw: sj.sample(jax.random.key(0), sde, score, (8, 2), **kw)   # noqa: E731
     with pytest.raises(ValueError, match=r"unknown method 'heun'; valid names: \['adaptive_sde', 'ddim'"):

@@ -110,7 +110,7 @@ def test_eight_devices_equal_one_device_without_communication():
     mesh = make_data_mesh(8)
     ode_hlo = jax.jit(lambda k: ode_sample(k, sde, score, (32, 2), mesh=mesh)[0]).lower(
         jax.random.key(3)).compile().as_text()
-    pc_sde = sj.VPSDE(N=20)
+    pc_sde = sj.VPSDE(N=25)
     pc_hlo = jax.jit(lambda k: sj.samplers.pc_sample(k, pc_sde, MIXTURE.perturbed_score(pc_sde), (32, 2), mesh=mesh)[0]
                      ).lower(jax.random.key(3)).compile().as_text()
     assert " while(" in ode_hlo and collectives_in_loops(ode_hlo) == []

@@ -56,11 +56,11 @@ def test_every_combination_samples_the_exact_target(name, predictor, corrector):
 @pytest.mark.slow
 @pytest.mark.compile_bound
 def test_nfe_is_honest():
-    sde = sj.VPSDE(N=20)
+    sde = sj.VPSDE(N=25)
     score = MIXTURE.perturbed_score(sde)
     shape = (8, 2)
-    assert pc_sample(jax.random.key(0), sde, score, shape, n_corrector_steps=3)[1] == 80
-    assert pc_sample(jax.random.key(0), sde, score, shape, predictor="none", n_corrector_steps=2)[1] == 40
+    assert pc_sample(jax.random.key(0), sde, score, shape, n_corrector_steps=3)[1] == 100
+    assert pc_sample(jax.random.key(0), sde, score, shape, predictor="none", n_corrector_steps=2)[1] == 50
     assert pc_sample(jax.random.key(0), sde, score, shape, predictor="euler_maruyama", corrector="none",
                      num_steps=7)[1] == 7
 
@@ -213,13 +213,13 @@ def test_per_sample_step_makes_samples_independent_of_batch_mates():
     (dict(num_steps=0, predictor="euler_maruyama"), "num_steps must be an integer >= 1"),
 ])
 def test_bad_arguments_raise(kwargs, match):
-    sde = sj.VPSDE(N=20)
+    sde = sj.VPSDE(N=25)
     with pytest.raises(ValueError, match=match):
         pc_sample(jax.random.key(0), sde, MIXTURE.perturbed_score(sde), (8, 2), **kwargs)
 
 
 def test_ancestral_on_subvp_bad_shapes_and_devices_raise():
-    sde = sj.SubVPSDE(N=20)
+    sde = sj.SubVPSDE(N=25)
     score = MIXTURE.perturbed_score(sde)
     with pytest.raises(ValueError, match="'ancestral' is defined for VESDE, VPSDE; got SubVPSDE"):
         pc_sample(jax.random.key(0), sde, score, (8, 2), predictor="ancestral")
@@ -239,7 +239,7 @@ def test_vp_discrete_chain_with_too_few_levels_is_refused():
     gmm = sj.toy.GaussianMixture([[-2.0, -2.0], [2.0, 2.0]], 0.5, [0.2, 0.8])
     sde = sj.VPSDE(N=5)
     for predictor in ("reverse_diffusion", "ancestral"):
-        with pytest.raises(ValueError, match=r"N >= beta_max; got beta_max=20.0, N=5"):
+        with pytest.raises(ValueError, match=r"N > beta_max; got beta_max=20.0, N=5"):
             sj.pc_sample(jax.random.key(0), sde, gmm.perturbed_score(sde), (4, 2), predictor=predictor,
                          corrector="none")
     x, _ = sj.pc_sample(jax.random.key(0), sde, gmm.perturbed_score(sde), (4, 2), predictor="euler_maruyama",
@@ -247,3 +247,9 @@ def test_vp_discrete_chain_with_too_few_levels_is_refused():
     assert np.all(np.isfinite(x))
     np.testing.assert_allclose(sj.VPSDE(beta_max=4.0, N=5).discrete_betas, np.linspace(0.1 / 5, 4.0 / 5, 5),
                                rtol=1e-6)
+    # At N = beta_max the last beta is exactly 1: the ancestral step would divide by sqrt(1 - 1) = 0.
+    with pytest.raises(ValueError, match=r"N > beta_max; got beta_max=5.0, N=5"):
+        sj.VPSDE(beta_max=5.0, N=5).discrete_betas
+    with pytest.raises(ValueError, match=r"N > beta_max; got beta_max=5.0, N=5"):
+        sj.pc_sample(jax.random.key(0), sj.VPSDE(beta_max=5.0, N=5), gmm.perturbed_score(sde), (4, 2),
+                     predictor="ancestral", corrector="none")

@@ -485,7 +485,7 @@ def test_pc_sampler_with_a_network_score_is_bitwise_the_same_on_8_devices_and_1(
     equal 1 device bitwise. Precondition checked first: this MLP gives bitwise the same rows for 128 and 1,024
     rows at once (XLA:CPU; small matmuls of <= 32 rows round differently, which no sampler can undo). (Before:
     every sample differed, the float batch mean being reduced per device.)"""
-    sde = sj.VPSDE(N=20)
+    sde = sj.VPSDE(N=25)
     model = ScoreMLP(hidden=32, num_layers=1, embed_dim=16)
     params = model.init(jax.random.key(0), jnp.zeros((1, 2)), jnp.zeros((1,)))
     score = get_score_fn(sde, model, params)                # noise parameterization: -net / std
@@ -507,7 +507,7 @@ def test_one_nonfinite_example_does_not_poison_the_batch_mean_step():
     """A score that is NaN for example 0 only: with the batch-mean Langevin step, the other 63 samples stay
     finite (the mean skips non-finite examples) and example 0 is NaN. (Before: the mean was NaN and every
     sample came back NaN.)"""
-    sde = sj.VPSDE(N=20)
+    sde = sj.VPSDE(N=25)
     exact = MIXTURE.perturbed_score(sde)
 
     def score(x, t):

@@ -40,8 +40,8 @@ def check_grid(sde, pred, num_steps):
     discrete predictor, and the SDE must have what the predictor needs. Returns ``num_steps``."""
     num_steps = sde.N if num_steps is None else C.check_int("num_steps", num_steps)
     pred.check_sde(sde)
-    if pred.discrete and hasattr(sde, "discrete_betas"):
-        sde.discrete_betas   # the VP chain's check: ValueError at call time unless every beta_i <= 1 (N >= beta_max)
+    if pred.discrete and hasattr(sde, "check_discrete_chain"):
+        sde.check_discrete_chain()      # the VP family's chain: ValueError unless every beta_i < 1 (N > beta_max)
     if pred.discrete and num_steps != sde.N:
         raise ValueError(f"predictor {pred.name!r} steps through the SDE's N={sde.N} discrete levels, so "
                          f"num_steps must equal N; got num_steps={num_steps}. Build the SDE with N={num_steps}.")
