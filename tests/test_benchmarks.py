@@ -126,3 +126,43 @@ def test_multidevice_subprocess_runs_and_8_devices_match_1():
     assert [r["extra"]["num_devices"] for r in records] == [1, 8]
     assert records[1]["extra"]["match"] is True and records[1]["status"] in ("ok", "unstable")
     assert records[1]["extra"]["max_abs_param_diff_vs_1_device"] <= 1e-5 * max(1.0, records[1]["extra"]["max_abs_param"])
+
+
+@pytest.mark.slow
+@pytest.mark.compile_bound
+def test_likelihood_field_benchmark_smoke_and_its_three_fields_agree(tmp_path, x64):
+    """``benchmarks.likelihood_field`` (2-D, 8 examples, 1 repeat): one record whose NFE is the solve's and whose
+    ratios are the quotients of its minimum times; the three ways of evaluating the field (per example under
+    vmap, batch-native, one shared time) give the same drift and exact divergence (float64, 1e-12), the
+    divergence equal to the trace of the drift's Jacobian; bad options exit with a message."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import sde_jax as sj
+    from benchmarks import likelihood_field as lf
+    from benchmarks.peers import likelihood_mixture
+
+    gmm = likelihood_mixture(3)
+    sde = sj.VPSDE()
+    score = gmm.perturbed_score(sde)
+    x = gmm.sample(jax.random.key(0), 5)
+    fields = lf.fields(sde, score)
+    for t in (jnp.linspace(0.1, 0.9, 5), jnp.full((5,), 0.3)):
+        outs = {k: fields[k](t, x) for k in ("field_per_example", "field_batched")}
+        if bool(jnp.all(t == t[0])):
+            outs["field_shared_time"] = fields["field_shared_time"](t, x)
+        jac = jax.vmap(lambda ti, xi: jax.jacfwd(lambda v: sj.sdes.probability_flow_drift(
+            sde, score, v[None], ti[None])[0])(xi))(t, x)
+        for f, d in outs.values():
+            np.testing.assert_allclose(f, sj.sdes.probability_flow_drift(sde, score, x, t), rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(d, jnp.trace(jac, axis1=1, axis2=2), rtol=1e-12, atol=1e-12)
+    rec = lf.main(["--out", str(tmp_path), "--dim", "2", "--batch", "8", "--repeats", "1"])
+    saved = json.loads((tmp_path / "likelihood_field.json").read_text())
+    assert saved["records"] == [json.loads(json.dumps(rec))] and saved["machine"]["backend"] == "cpu"
+    assert set(rec["cases"]) == {"solve", "field_per_example", "field_batched", "field_shared_time"}
+    assert rec["nfe"] > 7 and (rec["nfe"] - 1) % 6 == 0 and rec["abs_err_mean"] < 1e-3
+    c = rec["cases"]
+    assert rec["ratios"]["field_per_example_over_batched"] == pytest.approx(
+        c["field_per_example"]["min_s"] / c["field_batched"]["min_s"])
+    with pytest.raises(SystemExit):
+        lf.main(["--out", str(tmp_path), "--dim", "0"])
