@@ -166,3 +166,21 @@ def test_likelihood_field_benchmark_smoke_and_its_three_fields_agree(tmp_path, x
         c["field_per_example"]["min_s"] / c["field_batched"]["min_s"])
     with pytest.raises(SystemExit):
         lf.main(["--out", str(tmp_path), "--dim", "0"])
+
+
+@pytest.mark.compile_bound
+def test_train_breakdown_smoke(tmp_path):
+    """``benchmarks.train_breakdown`` at batch 8, 2 repeats: one record with the four cases, positive times, and
+    ``ratio = limit min / case min`` (1 for the limit itself); bad options exit with a message."""
+    from benchmarks import train_breakdown
+
+    rec = train_breakdown.main(["--out", str(tmp_path), "--batch", "8", "--repeats", "2"])
+    saved = json.loads((tmp_path / "train_breakdown.json").read_text())
+    assert saved["records"] == [json.loads(json.dumps(rec))] and saved["machine"]["backend"] == "cpu"
+    assert list(rec["cases"]) == ["limit", "dsm_grad", "loss_grad", "train_step"] and rec["batch"] == 8
+    for name, c in rec["cases"].items():
+        assert c["repeats"] == 2 and _positive(c["min_s"])
+        assert rec["ratio"][name] == pytest.approx(rec["cases"]["limit"]["min_s"] / c["min_s"])
+    assert rec["ratio"]["limit"] == 1.0
+    with pytest.raises(SystemExit):
+        train_breakdown.main(["--out", str(tmp_path), "--repeats", "0"])
