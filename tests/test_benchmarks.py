@@ -184,3 +184,29 @@ def test_train_breakdown_smoke(tmp_path):
     assert rec["ratio"]["limit"] == 1.0
     with pytest.raises(SystemExit):
         train_breakdown.main(["--out", str(tmp_path), "--repeats", "0"])
+
+
+@pytest.mark.slow
+@pytest.mark.compile_bound
+def test_cpu_devices_benchmark_smoke(tmp_path):
+    """``benchmarks.cpu_devices`` on a tiny NCSN++ (nf=8, one resolution, no attention), batch 4, a 2-level PC
+    sampler, 1 and 2 simulated
+    devices (one process each): each process saw the device count asked for, the samples are finite with NFE
+    ``2 N`` (predictor + corrector), and ``speedup`` is the 1-device minimum over the N-device one; a batch not
+    divisible by a device count and bad counts exit with a message."""
+    from benchmarks import cpu_devices
+
+    small = ["model.nf=8", "model.ch_mult=(1,)", "model.attn_resolutions=()"]
+    doc = cpu_devices.main(["--out", str(tmp_path), *(f"--set={o}" for o in small), "--batch", "4", "--devices",
+                            "1,2", "--pc-steps", "2", "--repeats", "1"])
+    saved = json.loads((tmp_path / "cpu_devices.json").read_text())
+    assert saved["records"] == json.loads(json.dumps(doc["records"])) and saved["overrides"] == small
+    one, two = doc["records"]
+    assert (one["devices"], two["devices"]) == (1, 2)
+    for r in doc["records"]:
+        assert r["pc"]["nfe"] == 4 and r["pc"]["finite"] and _positive(r["forward"]["min_s"])
+        for case in ("forward", "pc"):
+            assert r[case]["speedup"] == pytest.approx(one[case]["min_s"] / r[case]["min_s"])
+    for bad in (["--batch", "3"], ["--devices", "0,1"], ["--devices", "one"]):
+        with pytest.raises(SystemExit):
+            cpu_devices.main(["--out", str(tmp_path), *bad])
