@@ -3,7 +3,7 @@
 Usage::
 
     python -m benchmarks.cpu_devices --out DIR [--config small/ncsnpp] [--batch 16] [--devices 1,2]
-                                     [--pc-steps 100] [--repeats 5] [--set model.nf=8 ...]
+                                     [--pc-steps 100] [--repeats 5] [--forward-repeats 20] [--set model.nf=8 ...]
 
 XLA:CPU runs one convolution on one thread, so a single CPU device leaves the other cores of a host mostly idle
 (see the README's Performance section). Started with ``XLA_FLAGS=--xla_force_host_platform_device_count=N``,
@@ -15,7 +15,7 @@ times, with the batch sharded over ``N`` devices:
 * ``pc``: :func:`sde_jax.pc_sample` under a VE SDE with ``N = --pc-steps`` levels (reverse diffusion + one
   Langevin corrector, the paper's VE sampler), ``--batch`` samples (skipped with ``--pc-steps 0``).
 
-Compile untimed (reported apart), minimum of ``--repeats`` calls; ``speedup = time on 1 device / time on N``.
+Compile untimed (reported apart), minimum of ``--forward-repeats`` (forward) or ``--repeats`` (sampler) calls; ``speedup = time on 1 device / time on N``.
 The results are the same computation whatever ``N`` (the samplers' noise is drawn for the global batch), so
 this is a setting of the host, not of the model. Writes ``DIR/cpu_devices.json``.
 """
@@ -52,7 +52,7 @@ def _worker(args) -> dict:
     if mesh is not None:
         x, labels = (jax.device_put(v, batch_sharding(mesh)) for v in (x, labels))
     forward = jax.jit(lambda v, x, l: model.apply(v, x, l))
-    out = {"devices": n, "forward": _timed(lambda: forward(variables, x, labels), args.repeats)}
+    out = {"devices": n, "forward": _timed(lambda: forward(variables, x, labels), args.forward_repeats)}
     if args.pc_steps:
         sde = sj.VESDE(N=args.pc_steps)
         score = models.get_score_fn(sde, model, variables)
@@ -92,7 +92,8 @@ def run(args) -> list[dict]:
         flags = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f)
         env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
         cmd = [sys.executable, "-m", "benchmarks.cpu_devices", "--worker", "--out", args.out, "--config", args.config,
-               "--batch", str(args.batch), "--pc-steps", str(args.pc_steps), "--repeats", str(args.repeats)]
+               "--batch", str(args.batch), "--pc-steps", str(args.pc_steps), "--repeats", str(args.repeats),
+               "--forward-repeats", str(args.forward_repeats)]
         cmd += [f"--set={o}" for o in args.overrides]
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout)
         if proc.returncode != 0:
@@ -116,7 +117,8 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--devices", default="1,2", help="comma-separated device counts (the first should be 1)")
     p.add_argument("--pc-steps", type=int, default=100, help="levels of the PC sampler case (0: no sampler case)")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="timed sampler calls per device count")
+    p.add_argument("--forward-repeats", type=int, default=20, help="timed forward calls per device count")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per device count")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.FIELD=VALUE")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -128,8 +130,8 @@ def main(argv=None):
         args.devices = [int(n) for n in args.devices.split(",")]
     except ValueError:
         p.error(f"--devices must be comma-separated integers; got {args.devices!r}")
-    if args.batch < 1 or args.repeats < 1 or args.pc_steps < 0 or any(n < 1 for n in args.devices):
-        p.error("--batch, --repeats and every --devices count must be >= 1, --pc-steps >= 0")
+    if min(args.batch, args.repeats, args.forward_repeats, *args.devices) < 1 or args.pc_steps < 0:
+        p.error("--batch, --repeats, --forward-repeats and every --devices count must be >= 1, --pc-steps >= 0")
     bad = [n for n in args.devices if args.batch % n]
     if bad:
         p.error(f"--batch {args.batch} is not divisible by the device count(s) {bad}")

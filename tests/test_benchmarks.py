@@ -198,7 +198,7 @@ def test_cpu_devices_benchmark_smoke(tmp_path):
 
     small = ["model.nf=8", "model.ch_mult=(1,)", "model.attn_resolutions=()"]
     doc = cpu_devices.main(["--out", str(tmp_path), *(f"--set={o}" for o in small), "--batch", "4", "--devices",
-                            "1,2", "--pc-steps", "2", "--repeats", "1"])
+                            "1,2", "--pc-steps", "2", "--repeats", "1", "--forward-repeats", "2"])
     saved = json.loads((tmp_path / "cpu_devices.json").read_text())
     assert saved["records"] == json.loads(json.dumps(doc["records"])) and saved["overrides"] == small
     one, two = doc["records"]
@@ -207,6 +207,7 @@ def test_cpu_devices_benchmark_smoke(tmp_path):
         assert r["pc"]["nfe"] == 4 and r["pc"]["finite"] and _positive(r["forward"]["min_s"])
         for case in ("forward", "pc"):
             assert r[case]["speedup"] == pytest.approx(one[case]["min_s"] / r[case]["min_s"])
-    for bad in (["--batch", "3"], ["--devices", "0,1"], ["--devices", "one"]):
+        assert r["forward"]["repeats"] == 2 and r["pc"]["repeats"] == 1
+    for bad in (["--batch", "3"], ["--devices", "0,1"], ["--devices", "one"], ["--forward-repeats", "0"]):
         with pytest.raises(SystemExit):
             cpu_devices.main(["--out", str(tmp_path), *bad])
