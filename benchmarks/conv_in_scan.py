@@ -21,13 +21,11 @@ updated by it (``inside``, per iteration); ``ratio = inside / outside`` (1: no p
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
 import jax
 import jax.numpy as jnp
 
-from benchmarks.timing import loadavg, machine_info, summarize, time_interleaved
+from benchmarks.timing import loadavg, summarize, time_interleaved, write_results
 
 # (in channels, out channels, stride, height = width): the eval CNN's three layers on 8x8 digits and a 3x3
 # convolution of a small U-Net at 16x16.
@@ -92,11 +90,7 @@ def main(argv=None):
     if args.steps < 1 or args.repeats < 1 or not 1 <= args.shapes <= len(SHAPES):
         p.error(f"--steps and --repeats must be >= 1 and --shapes in 1..{len(SHAPES)}")
     records = run(args.steps, args.repeats, SHAPES[:args.shapes])
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "conv_in_scan.json")
-    with open(path, "w") as f:
-        json.dump(dict(machine=machine_info(), records=records), f, indent=1)
-    print(path)
+    write_results(args.out, "conv_in_scan", records)
     return records
 
 

@@ -72,6 +72,8 @@ def _worker(args) -> dict:
 def _timed(fn, repeats: int) -> dict:
     import jax
 
+    from benchmarks.timing import summarize
+
     t0 = time.perf_counter()
     jax.block_until_ready(fn())
     first = time.perf_counter() - t0
@@ -81,8 +83,7 @@ def _timed(fn, repeats: int) -> dict:
         t0 = time.perf_counter()
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - t0)
-    return dict(first_call_s=first, min_s=min(times), median_s=sorted(times)[len(times) // 2], repeats=repeats,
-                cpu_over_wall=(time.process_time() - cpu0) / sum(times))
+    return dict(summarize(times), first_call_s=first, cpu_over_wall=(time.process_time() - cpu0) / sum(times))
 
 
 def run(args) -> list[dict]:
@@ -135,22 +136,19 @@ def main(argv=None):
     bad = [n for n in args.devices if args.batch % n]
     if bad:
         p.error(f"--batch {args.batch} is not divisible by the device count(s) {bad}")
-    from benchmarks.timing import loadavg, machine_info
+    from benchmarks.timing import loadavg, write_results
 
     load = loadavg()
     records = run(args)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "cpu_devices.json")
-    doc = dict(machine=machine_info(), loadavg_at_start=load, config=args.config, overrides=args.overrides,
-               batch=args.batch, pc_steps=args.pc_steps, records=records)
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=1)
+    doc = dict(loadavg_at_start=load, config=args.config, overrides=args.overrides, batch=args.batch,
+               pc_steps=args.pc_steps)
+    write_results(args.out, "cpu_devices", records, **doc)
+    doc["records"] = records
     for r in records:
         line = f"{r['devices']} device(s): forward {1e3 * r['forward']['min_s']:8.1f} ms"
         if "pc" in r:
             line += f", PC {r['pc']['min_s']:7.2f} s ({r['pc']['images_per_s']:.3f} images/s)"
         print(line + "".join(f", {k} x{r[k]['speedup']:.2f}" for k in ("forward", "pc") if "speedup" in r.get(k, {})))
-    print(path)
     return doc
 
 

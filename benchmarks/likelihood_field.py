@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -33,23 +32,18 @@ import numpy as np
 
 import sde_jax as sj
 from benchmarks.peers import likelihood_mixture
-from benchmarks.timing import loadavg, machine_info, summarize, time_interleaved
-from sde_jax import flow
+from benchmarks.timing import loadavg, summarize, time_interleaved, write_results
+from sde_jax import likelihood
 from sde_jax.sdes import probability_flow_drift
 
 TOL, EPS = 1e-5, 1e-5
 
 
 def _per_example(sde, score):
-    """The solve's field: per example (no batch axis), vmapped by the caller."""
-    drift = flow.pf_field(sde, score)
-
-    def field(t, x):
-        f, jvp = jax.linearize(lambda v: drift(t, v), x)
-        eye = jnp.eye(x.size, dtype=x.dtype)
-        return f, jnp.sum(jax.vmap(lambda e: jnp.vdot(e, jvp(e)))(eye))
-
-    return field
+    """The solve's own field (:mod:`sde_jax.likelihood`, exact divergence): one example ``(t, x [D]) -> (f, div)``,
+    vmapped by the caller."""
+    field = likelihood._augmented_field(sde, score, likelihood._Divergence("exact", "rademacher", 1), None)
+    return lambda t, x: field(t, (x, jnp.zeros((), x.dtype)))
 
 
 def _batched(sde, score):
@@ -126,11 +120,7 @@ def main(argv=None):
     if args.dim < 1 or args.batch < 1 or args.repeats < 1:
         p.error("--dim, --batch and --repeats must be >= 1")
     record = run(args.dim, args.batch, args.repeats)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "likelihood_field.json")
-    with open(path, "w") as f:
-        json.dump(dict(machine=machine_info(), records=[record]), f, indent=1)
-    print(path)
+    write_results(args.out, "likelihood_field", [record])
     return record
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -22,7 +23,7 @@ from typing import Any, Callable
 import jax
 
 __all__ = ["Compiled", "aot_compile", "memory_stats", "time_interleaved", "summarize", "machine_info",
-           "loadavg"]
+           "loadavg", "write_results"]
 
 
 @dataclasses.dataclass
@@ -138,3 +139,14 @@ def machine_info() -> dict:
         xla_flags=os.environ.get("XLA_FLAGS", ""),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
+
+
+def write_results(out_dir: str, name: str, records: list, **extra) -> str:
+    """``out_dir/name.json`` holding ``{"machine": machine_info(), **extra, "records": records}`` (the one-off
+    measuring tools' output); prints and returns the path."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump(dict(machine=machine_info(), **extra, records=records), f, indent=1)
+    print(path)
+    return path

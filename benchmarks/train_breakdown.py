@@ -24,14 +24,12 @@ random draws, and the optimizer/EMA pass. Writes ``DIR/train_breakdown.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
 import jax
 import jax.numpy as jnp
 
 from benchmarks.networks import fwd_bwd_step, mlp_network
-from benchmarks.timing import loadavg, machine_info, summarize, time_interleaved
+from benchmarks.timing import loadavg, summarize, time_interleaved, write_results
 from benchmarks.train_cases import TrainSetup
 from sde_jax import losses
 
@@ -84,11 +82,7 @@ def main(argv=None):
     if args.batch < 1 or args.repeats < 1:
         p.error("--batch and --repeats must be >= 1")
     record = run(args.batch, args.repeats)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "train_breakdown.json")
-    with open(path, "w") as f:
-        json.dump(dict(machine=machine_info(), records=[record]), f, indent=1)
-    print(path)
+    write_results(args.out, "train_breakdown", [record])
     return record
 
 
