@@ -5,12 +5,13 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import flax.linen as nn
 import pytest
 
 from sde_jax.models.attention import AttnBlock
 from sde_jax.models.embeddings import GaussianFourierProjection, sinusoidal_embedding
-from sde_jax.models.layers import get_act
-from sde_jax.models.normalization import InstanceNorm2dPlus, get_normalization
+from sde_jax.models.layers import get_act, group_norm
+from sde_jax.models.normalization import GroupNorm, InstanceNorm2dPlus, get_normalization
 from sde_jax.models.resnet import ResnetBlockBigGAN, ResnetBlockDDPM
 
 
@@ -127,6 +128,54 @@ def test_instance_norm_plus_closed_form(x64, key):
     h = (xn - mu[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5) + mplus[:, None, None] * p["alpha"]
     ref = h * p["gamma"] + p["beta"]
     np.testing.assert_allclose(m.apply(v, x), ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape, groups", [((3, 5, 7, 12), 3), ((2, 9, 8), 4), ((4, 6), 2), ((2, 4, 4, 8), 8)])
+def test_group_norm_closed_form_and_flax(x64, key, shape, groups):
+    """Our GroupNorm is the closed form per example and group (mean and biased variance over the pixels and the
+    group's channels), and is flax.linen.GroupNorm's computation with the same parameter tree (1e-12, float64)."""
+    x = 2.0 * jax.random.normal(jax.random.key(1), shape, jnp.float64) + 0.5
+    m = GroupNorm(num_groups=groups)
+    v = jit(m.init)(key, x)
+    v = {"params": {"scale": jax.random.normal(jax.random.key(2), (shape[-1],), jnp.float64),
+                    "bias": jax.random.normal(jax.random.key(3), (shape[-1],), jnp.float64)}}
+    y = np.asarray(m.apply(v, x))
+    xn = np.asarray(x).reshape(shape[0], -1, groups, shape[-1] // groups)
+    mu, var = xn.mean(axis=(1, 3), keepdims=True), xn.var(axis=(1, 3), keepdims=True)
+    ref = ((xn - mu) / np.sqrt(var + 1e-6)).reshape(shape) * np.asarray(v["params"]["scale"]) \
+        + np.asarray(v["params"]["bias"])
+    np.testing.assert_allclose(y, ref, atol=1e-12, rtol=0)
+    flax_gn = nn.GroupNorm(num_groups=groups, epsilon=1e-6)
+    assert jax.tree.map(jnp.shape, flax_gn.init(key, x)) == jax.tree.map(jnp.shape, m.init(key, x))
+    np.testing.assert_allclose(y, flax_gn.apply(v, x), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("x_dtype, dtype", [(jnp.float32, None), (jnp.bfloat16, None), (jnp.bfloat16, jnp.bfloat16),
+                                            (jnp.float32, jnp.bfloat16)])
+def test_group_norm_dtypes_and_float32_match_flax(key, x_dtype, dtype):
+    """The float32 / bfloat16 paths users run: Flax's output dtype, statistics in float32 (so a bfloat16 input
+    gives the float32 answer of its values to float32 rounding), a constant input gives the bias, not NaN."""
+    x = (3.0 * jax.random.normal(jax.random.key(1), (4, 8, 8, 32)) + 1.0).astype(x_dtype)
+    ours, theirs = GroupNorm(num_groups=8, dtype=dtype), nn.GroupNorm(num_groups=8, epsilon=1e-6, dtype=dtype)
+    v = jit(ours.init)(key, x)
+    v = {"params": {"scale": 1.0 + 0.1 * jax.random.normal(jax.random.key(2), (32,)),
+                    "bias": 0.1 * jax.random.normal(jax.random.key(3), (32,))}}
+    y, y_flax = ours.apply(v, x), theirs.apply(v, x)
+    assert y.dtype == y_flax.dtype == (dtype or jnp.float32)
+    tol = 1e-5 if y.dtype == jnp.float32 else 2 ** -7 * 4   # float32 rounding / a few bfloat16 ulps at |y| <~ 4
+    np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(y_flax, np.float32), atol=tol, rtol=0)
+    const = ours.apply(v, jnp.full((2, 4, 4, 32), 7.0, x_dtype))
+    np.testing.assert_allclose(np.asarray(const, np.float32),
+                               np.broadcast_to(np.asarray(v["params"]["bias"], np.float32), (2, 4, 4, 32)),
+                               atol=tol, rtol=0)
+
+
+def test_group_norm_refuses_groups_that_do_not_divide_channels(key):
+    with pytest.raises(ValueError, match="5 groups do not divide the 32 channels"):
+        GroupNorm(num_groups=5).init(key, jnp.zeros((1, 4, 4, 32)))
+    with pytest.raises(ValueError, match="do not divide 30 channels"):
+        group_norm(30)                                        # min(30 // 4, 32) = 7 groups
+    assert isinstance(group_norm(64), GroupNorm) and group_norm(64).num_groups == 16
 
 
 @pytest.mark.parametrize("name", ["InstanceNorm", "InstanceNorm++", "VarianceNorm", "GroupNorm"])

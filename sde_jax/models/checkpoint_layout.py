@@ -51,7 +51,7 @@ from sde_jax.models.ddpm import DDPM
 from sde_jax.models.embeddings import GaussianFourierProjection
 from sde_jax.models.layers import DDPMConv, NCSNConv
 from sde_jax.models.ncsnpp import NCSNpp
-from sde_jax.models.normalization import InstanceNorm2d, InstanceNorm2dPlus, VarianceNorm2d
+from sde_jax.models.normalization import GroupNorm, InstanceNorm2d, InstanceNorm2dPlus, VarianceNorm2d
 from sde_jax.models.refinenet import RefineBlock, ResidualBlock
 from sde_jax.models.registry import init_model
 from sde_jax.models.resample import Combine, Downsample, Upsample
@@ -252,7 +252,7 @@ def _torch_resample(mod, sub, root):
     return []
 
 
-_NORMS = {cls.__name__: cls for cls in (InstanceNorm2dPlus, InstanceNorm2d, VarianceNorm2d, nn.GroupNorm)}
+_NORMS = {cls.__name__: cls for cls in (InstanceNorm2dPlus, InstanceNorm2d, VarianceNorm2d, GroupNorm)}
 
 
 def _torch_residual(mod: ResidualBlock, sub, root):
@@ -302,7 +302,7 @@ def _torch_entries(mod, sub, root):
         return _t_dense("", ())
     if isinstance(mod, (DDPMConv, NCSNConv)):
         return _t_conv("", ("Conv_0",), sub["Conv_0"])
-    if isinstance(mod, nn.GroupNorm):
+    if isinstance(mod, GroupNorm):
         return _t_group_norm("", ())
     if isinstance(mod, (InstanceNorm2dPlus, VarianceNorm2d, InstanceNorm2d)):
         return _t_norm("", (), sub, type(mod))
@@ -358,7 +358,7 @@ def _flax_class(mod, root) -> str:
     """The paper's Flax class name for one of our top-level modules (its auto-name prefix)."""
     pp = isinstance(root, NCSNpp)
     for cls, name in ((GaussianFourierProjection, "GaussianFourierProjection"), (nn.Dense, "Dense"),
-                      (DDPMConv, "Conv"), (NCSNConv, "Conv"), (nn.GroupNorm, "GroupNorm"),
+                      (DDPMConv, "Conv"), (NCSNConv, "Conv"), (GroupNorm, "GroupNorm"),
                       (ResnetBlockBigGAN, "ResnetBlockBigGANpp"),
                       (ResnetBlockDDPM, "ResnetBlockDDPMpp" if pp else "ResnetBlockDDPM"),
                       (AttnBlock, "AttnBlockpp" if pp else "AttnBlock"), (Upsample, "Upsample"),

@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sde_jax.models.normalization import GroupNorm
+
 __all__ = [
     "ACTIVATIONS",
     "get_act",
@@ -146,4 +148,4 @@ def group_norm(channels: int, *, num_groups: int | None = None, dtype: Any = Non
     if g < 1 or channels % g:
         raise ValueError(f"GroupNorm: {g} groups do not divide {channels} channels; "
                          "use a channel count that is a multiple of the number of groups.")
-    return nn.GroupNorm(num_groups=g, epsilon=1e-6, dtype=dtype, name=name)
+    return GroupNorm(num_groups=g, epsilon=1e-6, dtype=dtype, name=name)

@@ -10,7 +10,12 @@ statistic crosses the batch. With ``mu_c, s_c^2`` the spatial mean and variance 
   of the ``C`` channel means (the paper's JAX code, ``jnp.var``); ``unbiased_channel_var=True`` divides by
   ``C - 1`` instead, as the PyTorch port and the original NCSNv2 code (``torch.var``) do.
 * ``VarianceNorm``:   ``y = gamma_c x / sqrt(s_c^2 + 1e-5)`` (no centring).
-* ``GroupNorm``:      Flax GroupNorm with 32 groups (eps 1e-6).
+* ``GroupNorm``:      ``y = gamma_c (x - mu_g) / sqrt(s_g^2 + eps) + beta_c`` over the pixels and channels of
+  each group ``g`` (32 groups here, eps 1e-6), the NCSN++/DDPM models' norm too (``layers.group_norm``).
+  :class:`GroupNorm` computes what ``flax.linen.GroupNorm`` does (same parameters ``scale, bias``, same
+  ``E[x^2] - E[x]^2`` variance clipped at zero, statistics in at least float32, same output dtype) with the
+  pixel sums taken per channel first: XLA:CPU reduced Flax's ``[B, H, W, G, C/G]`` layout over axes
+  ``(1, 2, 4)`` 4-6x slower than this (a GroupNorm at ``16 x 32 x 32 x 96``: 2.0 vs 0.34 ms).
 
 ``gamma`` (and ``alpha``) start at ``1 + N(0, 0.02^2)``, ``beta`` at zero, as in the paper's code.
 """
@@ -23,7 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["InstanceNorm2d", "InstanceNorm2dPlus", "VarianceNorm2d", "NORMALIZATIONS", "get_normalization"]
+__all__ = ["GroupNorm", "InstanceNorm2d", "InstanceNorm2dPlus", "VarianceNorm2d", "NORMALIZATIONS", "get_normalization"]
 
 
 def _scale_init(key, shape, dtype=jnp.float32):
@@ -38,6 +43,49 @@ def _f32(x):
 def _moments(x):
     xf = _f32(x)
     return jnp.mean(xf, axis=(1, 2), keepdims=True), jnp.var(xf, axis=(1, 2), keepdims=True)
+
+
+class GroupNorm(nn.Module):
+    """Group normalisation over ``[B, ..., C]``: statistics per example and group of ``C / num_groups`` channels.
+
+    The same computation, parameters (``scale``, ``bias``: ``[C]``) and initialisers as ``flax.linen.GroupNorm``
+    with its defaults (fast variance ``E[x^2] - E[x]^2`` clipped at zero; statistics in
+    ``promote_types(dtype or x.dtype, float32)``; the output in ``dtype``, or the type of ``x`` and the parameters
+    promoted together when ``dtype`` is None), so a checkpoint of either loads into the other. Only the summation
+    order differs (per-channel sums over the pixels, then over the channels of a group), which XLA:CPU runs
+    several times faster; the results agree to float rounding.
+
+    Raises:
+      ValueError: if ``num_groups`` does not divide the channel count.
+    """
+
+    num_groups: int = 32
+    epsilon: float = 1e-6
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        c, g = x.shape[-1], self.num_groups
+        if x.ndim < 2 or g < 1 or c % g:
+            raise ValueError(f"GroupNorm: {g} groups do not divide the {c} channels of an input of shape "
+                             f"{x.shape}; use a channel count that is a multiple of the number of groups.")
+        scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
+        stat = jnp.promote_types(self.dtype or x.dtype, jnp.float32)
+        b = x.shape[0]
+        xf = x.astype(stat).reshape(b, -1, c)
+        n = xf.shape[1] * (c // g)
+        s1 = jnp.sum(xf, axis=1).reshape(b, g, c // g).sum(-1)            # per channel, then per group
+        s2 = jnp.sum(xf * xf, axis=1).reshape(b, g, c // g).sum(-1)
+        mean = s1 / n
+        var = jnp.maximum(0.0, s2 / n - mean * mean)
+        mean = jnp.repeat(mean, c // g, axis=-1)                            # [B, C]
+        mul = jax.lax.rsqrt(jnp.repeat(var, c // g, axis=-1) + self.epsilon) * scale
+        bshape = (b,) + (1,) * (x.ndim - 2) + (c,)
+        y = (x - mean.reshape(bshape)) * mul.reshape(bshape) + bias
+        out = self.dtype or jnp.result_type(x, scale, bias)
+        return jnp.asarray(y, out)
 
 
 class VarianceNorm2d(nn.Module):
@@ -96,7 +144,7 @@ NORMALIZATIONS: dict[str, Callable[..., nn.Module]] = {
     "InstanceNorm": InstanceNorm2d,
     "InstanceNorm++": InstanceNorm2dPlus,
     "VarianceNorm": VarianceNorm2d,
-    "GroupNorm": functools.partial(nn.GroupNorm, num_groups=32),
+    "GroupNorm": functools.partial(GroupNorm, num_groups=32),
 }
 
 
