@@ -188,6 +188,37 @@ def test_train_breakdown_smoke(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.compile_bound
+def test_group_norm_benchmark_smoke(tmp_path):
+    """``benchmarks.group_norm`` on one tiny layer shape and a tiny NCSN++ (nf=8, one resolution), 2 repeats: the
+    layer and network records with both implementations' forward and gradient timed, ``speedup = Flax min / ours
+    min``, the two forwards equal to float32 rounding (the network built with the same parameters); bad options
+    exit with a message."""
+    from benchmarks import group_norm
+
+    small = ["model.nf=8", "model.ch_mult=(1,)", "model.attn_resolutions=()"]
+    recs = group_norm.main(["--out", str(tmp_path), "--layer-shapes", "2,4,4,8,2", "--repeats", "2",
+                            "--net-repeats", "2", "--batch", "2", *(f"--set={o}" for o in small)])
+    saved = json.loads((tmp_path / "group_norm.json").read_text())
+    assert saved["records"] == json.loads(json.dumps(recs))
+    assert [r["id"] for r in recs] == ["layer/2x4x4x8/g2", "net/small/ncsnpp/b2"]
+    for r in recs:
+        assert set(r["cases"]) == {"flax_forward", "ours_forward", "flax_grad", "ours_grad"}
+        assert all(c["repeats"] == 2 and _positive(c["min_s"]) for c in r["cases"].values())
+        for kind in ("forward", "grad"):
+            assert r["speedup"][kind] == pytest.approx(r["cases"][f"flax_{kind}"]["min_s"]
+                                                       / r["cases"][f"ours_{kind}"]["min_s"])
+    assert recs[0]["max_abs_diff"] < 1e-5 and recs[1]["max_abs_diff"] < 1e-5
+    from sde_jax.models import layers
+    from sde_jax.models.normalization import GroupNorm
+    assert layers.GroupNorm is GroupNorm                              # the swap is undone
+    for bad in (["--repeats", "0"], ["--layer-shapes", "2,4,4,8,3"], ["--layer-shapes", "2,4,4"],
+                ["--layer-shapes", "a,b"]):
+        with pytest.raises(SystemExit):
+            group_norm.main(["--out", str(tmp_path), *bad])
+
+
+@pytest.mark.slow
+@pytest.mark.compile_bound
 def test_cpu_devices_benchmark_smoke(tmp_path):
     """``benchmarks.cpu_devices`` on a tiny NCSN++ (nf=8, one resolution, no attention), batch 4, a 2-level PC
     sampler, 1 and 2 simulated
