@@ -1,7 +1,7 @@
 """Per-image normalisations of NCSN/NCSNv2 (score_sde ``models/normalization.py``; Song & Ermon 2019).
 
-All act on ``[B, H, W, C]`` and normalise each image and channel over its ``H x W`` pixels only, so no
-statistic crosses the batch. With ``mu_c, s_c^2`` the spatial mean and variance of channel ``c``:
+The instance norms act on ``[B, H, W, C]`` and normalise each image and channel over its ``H x W`` pixels only,
+GroupNorm each image and group of channels; no statistic crosses the batch. With ``mu_c, s_c^2`` the spatial mean and variance of channel ``c``:
 
 * ``InstanceNorm``:   ``y = gamma_c (x - mu_c) / sqrt(s_c^2 + 1e-5) + beta_c``.
 * ``InstanceNorm++``: ``y = gamma_c [ (x - mu_c) / sqrt(s_c^2 + 1e-5) + alpha_c m_c ] + beta_c`` with
@@ -14,10 +14,12 @@ statistic crosses the batch. With ``mu_c, s_c^2`` the spatial mean and variance 
   each group ``g`` (32 groups here, eps 1e-6), the NCSN++/DDPM models' norm too (``layers.group_norm``).
   :class:`GroupNorm` computes what ``flax.linen.GroupNorm`` does (same parameters ``scale, bias``, same
   ``E[x^2] - E[x]^2`` variance clipped at zero, statistics in at least float32, same output dtype) with the
-  pixel sums taken per channel first: XLA:CPU reduced Flax's ``[B, H, W, G, C/G]`` layout over axes
-  ``(1, 2, 4)`` 4-6x slower than this (a GroupNorm at ``16 x 32 x 32 x 96``: 2.0 vs 0.34 ms).
+  pixel sums taken per channel first: XLA:CPU ran Flax's reduction of a ``[B, H, W, G, C/G]`` view over axes
+  ``(1, 2, 4)`` 2.9-4.8x slower than this (``python -m benchmarks.group_norm``; e.g. 2.2 vs 0.5 ms at
+  ``16 x 32 x 32 x 96``).
 
-``gamma`` (and ``alpha``) start at ``1 + N(0, 0.02^2)``, ``beta`` at zero, as in the paper's code.
+The instance norms' ``gamma`` (and ``alpha``) start at ``1 + N(0, 0.02^2)``, ``beta`` at zero, as in the paper's
+code; GroupNorm's ``scale`` at one and ``bias`` at zero, as Flax's.
 """
 from __future__ import annotations
 
