@@ -2,10 +2,10 @@
 import functools
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import flax.linen as nn
 import pytest
 
 from sde_jax.models.attention import AttnBlock
@@ -173,6 +173,8 @@ def test_group_norm_dtypes_and_float32_match_flax(key, x_dtype, dtype):
 def test_group_norm_refuses_groups_that_do_not_divide_channels(key):
     with pytest.raises(ValueError, match="5 groups do not divide the 32 channels"):
         GroupNorm(num_groups=5).init(key, jnp.zeros((1, 4, 4, 32)))
+    with pytest.raises(ValueError, match=r"needs an input \[B, ..., C\]"):
+        GroupNorm(num_groups=2).init(key, jnp.zeros((8,)))
     with pytest.raises(ValueError, match="do not divide 30 channels"):
         group_norm(30)                                        # min(30 // 4, 32) = 7 groups
     assert isinstance(group_norm(64), GroupNorm) and group_norm(64).num_groups == 16

@@ -1,7 +1,8 @@
 """Per-image normalisations of NCSN/NCSNv2 (score_sde ``models/normalization.py``; Song & Ermon 2019).
 
 The instance norms act on ``[B, H, W, C]`` and normalise each image and channel over its ``H x W`` pixels only,
-GroupNorm each image and group of channels; no statistic crosses the batch. With ``mu_c, s_c^2`` the spatial mean and variance of channel ``c``:
+GroupNorm each image and group of channels; no statistic crosses the batch. With ``mu_c, s_c^2`` the spatial
+mean and variance of channel ``c``:
 
 * ``InstanceNorm``:   ``y = gamma_c (x - mu_c) / sqrt(s_c^2 + 1e-5) + beta_c``.
 * ``InstanceNorm++``: ``y = gamma_c [ (x - mu_c) / sqrt(s_c^2 + 1e-5) + alpha_c m_c ] + beta_c`` with
@@ -68,8 +69,10 @@ class GroupNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x):
+        if x.ndim < 2:
+            raise ValueError(f"GroupNorm needs an input [B, ..., C]; got shape {x.shape}.")
         c, g = x.shape[-1], self.num_groups
-        if x.ndim < 2 or g < 1 or c % g:
+        if g < 1 or c % g:
             raise ValueError(f"GroupNorm: {g} groups do not divide the {c} channels of an input of shape "
                              f"{x.shape}; use a channel count that is a multiple of the number of groups.")
         scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
