@@ -1,5 +1,5 @@
-"""Where the probability-flow likelihood's time goes: the adaptive solve against the same number of evaluations of
-its vector field, evaluated three ways.
+"""Where the probability-flow likelihood's time goes: the adaptive solve, with its fused field and with the
+per-example field it replaced, against the same number of evaluations of its vector field, evaluated four ways.
 
 Usage::
 
@@ -8,16 +8,20 @@ Usage::
 The target is the likelihood peer case's (:func:`benchmarks.peers.likelihood_mixture`: 4 anisotropic components,
 exact perturbed score, VP SDE, exact divergence, dopri5, ``rtol = atol = 1e-5``, ``eps = 1e-5``). Cases:
 
-* ``solve``: :func:`sde_jax.log_likelihood`, one jitted program; its NFE ``n`` sets the other cases' length.
-* ``field_per_example``: ``n`` evaluations of the augmented field (drift + ``D`` JVPs) in a ``lax.scan``, the
-  way the solve evaluates it: ``vmap`` over the examples, each at its own time, the score seeing a batch of one.
-* ``field_batched``: the same values computed for the whole batch at once (the drift of ``[B, D]`` at per-example
-  times, ``D`` JVPs of the batch), no ``vmap`` of a batch of one.
-* ``field_shared_time``: ``vmap`` as the solve, but one time for the whole batch (what the host-scipy peer
-  evaluates: one call per evaluation, one time).
+* ``solve``: :func:`sde_jax.log_likelihood`, one jitted program; its NFE ``n`` sets the field cases' length.
+* ``solve_per_example``: the same program with the per-example field (``_encode(..., fused=False)``, the field of
+  fixed-step solves): the solve before the fused field.
+* ``field_per_example``: ``n`` evaluations of the per-example augmented field (drift + ``D`` JVPs) in a
+  ``lax.scan``, ``vmap``-ed over the examples, each at its own time, the score seeing a batch of one.
+* ``field_fused``: the same with the adaptive solve's field (:func:`sde_jax.likelihood._fused_field`: a
+  ``custom_vmap`` whose rule linearises the batch's drift once and runs ``D`` JVPs of the batch).
+* ``field_batched``: the same values written for the whole batch by hand (the drift of ``[B, D]`` at per-example
+  times, ``D`` JVPs of the batch), no ``vmap`` of a batch of one: the bound the fused field aims at.
+* ``field_shared_time``: ``vmap`` as ``field_per_example``, but one time for the whole batch (what the host-scipy
+  peer evaluates: one call per evaluation, one time).
 
-``solve / field_per_example`` near 1 says the step control costs little next to the field;
-``field_per_example / field_batched`` is the price of evaluating a batch of one under ``vmap`` on this backend.
+``solve_per_example / solve`` is the fused field's gain in the solve (results agree to float rounding: the record
+has the largest difference); ``solve / field_fused`` near 1 says the step control costs little next to the field.
 Calls alternate (:func:`benchmarks.timing.time_interleaved`), compile untimed. Writes
 ``DIR/likelihood_field.json``.
 """
@@ -33,16 +37,29 @@ import numpy as np
 import sde_jax as sj
 from benchmarks.peers import likelihood_mixture
 from benchmarks.timing import loadavg, summarize, time_interleaved, write_results
-from sde_jax import likelihood
+from sde_jax import flow, likelihood
 from sde_jax.sdes import probability_flow_drift
 
 TOL, EPS = 1e-5, 1e-5
+_EXACT = likelihood._Divergence("exact", "", 1)
+
+
+def _solve_per_example(sde, score):
+    """:func:`sde_jax.log_likelihood`'s program with the per-example field (its fixed-step path's field) in the
+    adaptive solve: what the solve was before the fused field."""
+    config = flow.flow_config("dopri5", None, 4096)
+
+    def solve(x):
+        logp, _, info = likelihood._run(config, _EXACT, False, None, jax.random.key(0), sde, score, x, EPS, TOL, TOL)
+        return logp, jnp.max(info.nfe)
+
+    return jax.jit(solve)
 
 
 def _per_example(sde, score):
     """The solve's own field (:mod:`sde_jax.likelihood`, exact divergence): one example ``(t, x [D]) -> (f, div)``,
     vmapped by the caller."""
-    field = likelihood._augmented_field(sde, score, likelihood._Divergence("exact", "rademacher", 1), None)
+    field = likelihood._augmented_field(sde, score, _EXACT, None)
     return lambda t, x: field(t, (x, jnp.zeros((), x.dtype)))
 
 
@@ -58,11 +75,26 @@ def _batched(sde, score):
     return field
 
 
+def _fused(sde, score):
+    """The adaptive solve's field (:func:`sde_jax.likelihood._fused_field`), vmapped as the solve does."""
+
+    def field(t, x):
+        batch = x.shape[0]
+
+        def one(t, x):
+            return likelihood._fused_field(sde, score, _EXACT, None, t, x, batch)(t, (x, jnp.zeros((), x.dtype)))
+
+        return jax.vmap(one)(t, x)
+
+    return field
+
+
 def fields(sde, score):
-    """``{name: (t [B], x [B, D]) -> (f [B, D], div [B])}`` for the three ways of evaluating the field."""
+    """``{name: (t [B], x [B, D]) -> (f [B, D], div [B])}`` for the four ways of evaluating the field."""
     one = _per_example(sde, score)
     return {
         "field_per_example": lambda t, x: jax.vmap(one)(t, x),
+        "field_fused": _fused(sde, score),
         "field_batched": _batched(sde, score),
         "field_shared_time": lambda t, x: jax.vmap(lambda xi: one(t[0], xi))(x),
     }
@@ -93,15 +125,22 @@ def run(dim: int, batch: int, repeats: int):
     n = int(nfe)
     exact = np.asarray(gmm.perturbed_log_prob(sde)(x, jnp.full((batch,), EPS)))
     times = jnp.linspace(EPS, 1.0, batch, dtype=x.dtype)           # distinct per-example times
-    programs = {"solve": lambda: solve(x)}
+    per_example = _solve_per_example(sde, score)
+    logp_pe, nfe_pe = jax.block_until_ready(per_example(x))
+    programs = {"solve": lambda: solve(x), "solve_per_example": lambda: per_example(x)}
     programs.update({name: (lambda p=_scan(f, n, times): p(x)) for name, f in fields(sde, score).items()})
     timed = time_interleaved(programs, repeats)
     sums = {k: summarize(v) for k, v in timed.items()}
     base = sums["field_per_example"]["min_s"]
     record = dict(
         id=f"likelihood_field/gmm{dim}/exact/b{batch}/tol{TOL:g}", dim=dim, batch=batch, rtol=TOL, atol=TOL,
-        eps=EPS, nfe=n, abs_err_mean=float(np.abs(np.asarray(logp) - exact).mean()), loadavg=loadavg(),
-        cases=sums, ratios=dict(solve_over_field_per_example=sums["solve"]["min_s"] / base,
+        eps=EPS, nfe=n, nfe_per_example=int(nfe_pe), abs_err_mean=float(np.abs(np.asarray(logp) - exact).mean()),
+        abs_err_mean_per_example=float(np.abs(np.asarray(logp_pe) - exact).mean()),
+        max_abs_diff_fused_vs_per_example=float(np.abs(np.asarray(logp) - np.asarray(logp_pe)).max()),
+        loadavg=loadavg(), cases=sums,
+        ratios=dict(solve_per_example_over_solve=sums["solve_per_example"]["min_s"] / sums["solve"]["min_s"],
+                    solve_over_field_fused=sums["solve"]["min_s"] / sums["field_fused"]["min_s"],
+                    field_per_example_over_fused=base / sums["field_fused"]["min_s"],
                                 field_per_example_over_batched=base / sums["field_batched"]["min_s"],
                                 field_per_example_over_shared_time=base / sums["field_shared_time"]["min_s"]))
     for k, s in sums.items():
