@@ -130,11 +130,12 @@ def test_multidevice_subprocess_runs_and_8_devices_match_1():
 
 @pytest.mark.slow
 @pytest.mark.compile_bound
-def test_likelihood_field_benchmark_smoke_and_its_three_fields_agree(tmp_path, x64):
+def test_likelihood_field_benchmark_smoke_and_its_four_fields_agree(tmp_path, x64):
     """``benchmarks.likelihood_field`` (2-D, 8 examples, 1 repeat): one record whose NFE is the solve's and whose
-    ratios are the quotients of its minimum times; the three ways of evaluating the field (per example under
-    vmap, batch-native, one shared time) give the same drift and exact divergence (float64, 1e-12), the
-    divergence equal to the trace of the drift's Jacobian; bad options exit with a message."""
+    ratios are the quotients of its minimum times, the solve with the per-example field agreeing with it; the four
+    ways of evaluating the field (per example under vmap, the solve's fused field, batched by hand, one shared
+    time) give the same drift and exact divergence (float64, 1e-12), the divergence equal to the trace of the
+    drift's Jacobian; bad options exit with a message."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -148,7 +149,7 @@ def test_likelihood_field_benchmark_smoke_and_its_three_fields_agree(tmp_path, x
     x = gmm.sample(jax.random.key(0), 5)
     fields = lf.fields(sde, score)
     for t in (jnp.linspace(0.1, 0.9, 5), jnp.full((5,), 0.3)):
-        outs = {k: fields[k](t, x) for k in ("field_per_example", "field_batched")}
+        outs = {k: fields[k](t, x) for k in ("field_per_example", "field_fused", "field_batched")}
         if bool(jnp.all(t == t[0])):
             outs["field_shared_time"] = fields["field_shared_time"](t, x)
         jac = jax.vmap(lambda ti, xi: jax.jacfwd(lambda v: sj.sdes.probability_flow_drift(
@@ -159,9 +160,13 @@ def test_likelihood_field_benchmark_smoke_and_its_three_fields_agree(tmp_path, x
     rec = lf.main(["--out", str(tmp_path), "--dim", "2", "--batch", "8", "--repeats", "1"])
     saved = json.loads((tmp_path / "likelihood_field.json").read_text())
     assert saved["records"] == [json.loads(json.dumps(rec))] and saved["machine"]["backend"] == "cpu"
-    assert set(rec["cases"]) == {"solve", "field_per_example", "field_batched", "field_shared_time"}
+    assert set(rec["cases"]) == {"solve", "solve_per_example", "field_per_example", "field_fused", "field_batched",
+                                 "field_shared_time"}
     assert rec["nfe"] > 7 and (rec["nfe"] - 1) % 6 == 0 and rec["abs_err_mean"] < 1e-3
+    assert rec["nfe_per_example"] == rec["nfe"] and rec["max_abs_diff_fused_vs_per_example"] < 1e-12
     c = rec["cases"]
+    assert rec["ratios"]["solve_per_example_over_solve"] == pytest.approx(
+        c["solve_per_example"]["min_s"] / c["solve"]["min_s"])
     assert rec["ratios"]["field_per_example_over_batched"] == pytest.approx(
         c["field_per_example"]["min_s"] / c["field_batched"]["min_s"])
     with pytest.raises(SystemExit):

@@ -127,3 +127,54 @@ def test_a_solver_added_to_the_one_table_serves_sampler_and_likelihood(monkeypat
         assert (int(n_s) - 1) % 3 == 0 and (int(n_l) - 1) % 3 == 0 and np.all(np.isfinite(logp))
         nfes[tol] = (int(n_s), int(n_l))
     assert nfes[1e-3][0] < nfes[1e-5][0] and nfes[1e-3][1] < nfes[1e-5][1]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The batch-native vector field of adaptive solves (flow.batch_native).
+
+
+class _Shapes:
+    """A plain (non-pytree) score recording the shapes it is traced with (a Python side effect)."""
+
+    def __init__(self, inner):
+        self.inner, self.shapes = inner, set()
+
+    def __call__(self, x, t):
+        self.shapes.add(x.shape)
+        return self.inner(x, t)
+
+
+@pytest.mark.compile_bound
+def test_adaptive_solves_call_the_score_on_the_whole_batch(x64, monkeypatch):
+    """Adaptive ``ode_sample`` and ``adaptive_sde_sample`` evaluate the score once per evaluation on the whole
+    batch (``flow.batch_native``); with ``batch_native`` replaced by its per-example function (the ``vmap`` of
+    batches of one it replaces) the samples and NFE are the same in float64. A fixed-step solve keeps batches
+    of one (it is reverse-differentiable)."""
+    z = jax.random.normal(jax.random.key(0), (6, 2), jnp.float64)
+    sde = sj.VPSDE()
+
+    def run():
+        score = _Shapes(MIXTURE.perturbed_score(sde))
+        kw = dict(x_init=z, eps=1e-3, denoise=False)
+        a, n_a = sj.ode_sample(None, sde, score, z.shape, solver="dopri5", rtol=1e-6, atol=1e-6, **kw)
+        b, n_b = sj.samplers.adaptive_sde_sample(jax.random.key(1), sde, score, z.shape, **kw)
+        return (np.asarray(a), int(n_a), np.asarray(b), int(n_b)), score.shapes
+
+    (a, n_a, b, n_b), shapes = run()
+    fixed = _Shapes(MIXTURE.perturbed_score(sde))
+    sj.ode_sample(None, sde, fixed, z.shape, x_init=z, solver="heun", num_steps=3, eps=1e-3, denoise=False)
+    monkeypatch.setattr(flow, "batch_native", lambda per_example, batched, example, batch: per_example)
+    (a_ref, n_a_ref, b_ref, n_b_ref), shapes_ref = run()
+    # Traced shapes: batch_native stages both functions, the batch's one runs; the others see batches of one.
+    assert shapes == {(1, 2), (6, 2)} and shapes_ref == {(1, 2)} and fixed.shapes == {(1, 2)}
+    assert n_a == n_a_ref > 0 and n_b == n_b_ref > 0
+    np.testing.assert_allclose(a, a_ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(b, b_ref, rtol=0, atol=1e-12)
+    assert np.all(np.isfinite(a)) and np.all(np.isfinite(b))
+
+
+def test_batch_native_checks_its_arguments():
+    f = flow.batch_native(lambda x, t: x * t, lambda x, t: x * t[:, None], (jnp.zeros(2), jnp.zeros(())), 4)
+    np.testing.assert_allclose(jax.vmap(f)(jnp.ones((4, 2)), jnp.arange(4.0)), jnp.arange(4.0)[:, None] * jnp.ones(2))
+    with pytest.raises(TypeError, match="do not match the example"):
+        f((jnp.ones(2),), jnp.ones(()))

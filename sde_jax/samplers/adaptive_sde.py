@@ -43,15 +43,19 @@ from sde_jax.sdes import reverse_sde, tweedie_denoise
 __all__ = ["adaptive_sde_sample"]
 
 
-def _solve_one(x0, key, rep, max_steps):
-    """One example (no batch axis) from ``T`` to ``eps``: ``(x, attempts, status, t_stop)``."""
+def _solve_one(x0, key, rep, max_steps, batch):
+    """One example (no batch axis) from ``T`` to ``eps``: ``(x, attempts, status, t_stop)``. The reverse SDE's
+    coefficients are evaluated for the whole batch of ``batch`` examples under the ``vmap``
+    (:func:`sde_jax.flow.batch_native`: one ``score_fn`` call on the batch, each example at its own time)."""
     sde, score_fn, eps, rtol, atol, h_init, safety, exponent = rep
     dtype = x0.dtype
     n = x0.size
 
-    def drift(x, t):
+    def one(x, t):
         d, g = reverse_sde(sde, score_fn, x[None], jnp.full((1,), t, dtype))
         return d[0], g[0]
+
+    drift = flow.batch_native(one, lambda x, t: reverse_sde(sde, score_fn, x, t), (x0, jnp.zeros((), dtype)), batch)
 
     def cond(state):
         x, _, t, _, k, ok = state
@@ -90,8 +94,10 @@ def _loop(key, sde, score_fn, options, shape, max_steps, denoise, dtype, mesh, x
     keys = jax.random.split(key_loop, shape[0])
     eps = options[0]
 
+    batch = flow.per_device_batch(shape[0], mesh)
+
     def one(xi, ki, rep):
-        xi, attempts, status, t_stop = _solve_one(xi, ki, rep, max_steps)
+        xi, attempts, status, t_stop = _solve_one(xi, ki, rep, max_steps, batch)
         return xi, flow.FlowInfo(status, t_stop, 2 * attempts)
 
     x, info = flow.map_examples(one, (constrain(x), keys), (sde, score_fn) + tuple(options), mesh)
@@ -108,8 +114,9 @@ def adaptive_sde_sample(key, sde, score_fn, shape, *, rtol=0.05, atol=0.0078, h_
     Args:
       key: PRNG key.
       sde: a VE, VP or sub-VP SDE.
-      score_fn: ``score_fn(x, t) -> score``; it must be ``vmap``-able (each example is solved on its own and
-        ``score_fn`` sees batches of one).
+      score_fn: ``score_fn(x, t) -> score``; it must treat examples independently (no batch statistics) and be
+        ``vmap``-able: each example is solved on its own, and ``score_fn`` is called on the whole batch (per
+        device), each example at its own time and state.
       shape: sample shape ``[B, ...]``.
       rtol, atol: the relative and absolute tolerances ``epsilon_rel``, ``epsilon_abs`` (> 0).
       h_init: first step size (> 0). safety: ``theta`` in ``(0, 1]``. exponent: ``r`` (> 0).

@@ -38,7 +38,9 @@ def ode_sample(key, sde, score_fn, shape, *, solver="tsit5", rtol=1e-5, atol=1e-
       key: PRNG key (only the prior sample is random).
       sde: a :class:`~sde_jax.SDE`.
       score_fn: ``score_fn(x, t) -> score``; a function or a pytree callable (its arrays are traced). It
-        must be ``vmap``-able: each example is solved as its own ODE and ``score_fn`` sees batches of one.
+        must treat examples independently (no batch statistics) and be ``vmap``-able: each example is solved
+        as its own ODE. Adaptive solves call it on the whole batch (per device), each example at its own time
+        and state (:func:`sde_jax.flow.batch_native`); fixed-step solves on batches of one under ``vmap``.
       shape: sample shape ``[B, ...]``.
       solver: a name in :data:`sde_jax.flow.SOLVERS`: ``"tsit5"``, ``"dopri5"``, ``"heun"`` (adaptive unless
         ``num_steps`` is given) or ``"euler"`` (fixed step only).
