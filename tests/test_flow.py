@@ -144,6 +144,7 @@ class _Shapes:
         return self.inner(x, t)
 
 
+@pytest.mark.slow
 @pytest.mark.compile_bound
 def test_adaptive_solves_call_the_score_on_the_whole_batch(x64, monkeypatch):
     """Adaptive ``ode_sample`` and ``adaptive_sde_sample`` evaluate the score once per evaluation on the whole

@@ -293,6 +293,7 @@ def test_fused_field_matches_the_per_example_field(x64, divergence):
     assert _mae(lp - gmm.log_prob(x)) < (0.01 if divergence == "exact" else 1.0)   # and right
 
 
+@pytest.mark.compile_bound
 def test_fused_field_under_other_vmaps(x64):
     """``_fused_field`` is correct under any ``vmap``, not only the solve's: per-example constants (a score
     closing over a per-example scale), another batch size than it was built for, unbatched states. Each case
@@ -306,16 +307,21 @@ def test_fused_field_under_other_vmaps(x64):
         score = lambda x, t: scale * base(x, t)
         return make(sde, score, div, None, *((ti, xi) + batch if batch else ()))(ti, (xi, jnp.zeros(())))
 
-    ref = jax.vmap(lambda s, ti, xi: field(lk._augmented_field, s, ti, xi))(scales, t, x)
-    cases = {
-        "the solve's case": (jax.vmap(lambda ti, xi: field(lk._fused_field, 1.2, ti, xi, 8))(t, x),
-                             jax.vmap(lambda ti, xi: field(lk._augmented_field, 1.2, ti, xi))(t, x)),
-        "per-example constants": (jax.vmap(lambda s, ti, xi: field(lk._fused_field, s, ti, xi, 8))(scales, t, x),
-                                  ref),
-        "another batch size": (jax.vmap(lambda s, ti, xi: field(lk._fused_field, s, ti, xi, 4))(scales, t, x), ref),
-        "unbatched state": (jax.vmap(lambda ti: field(lk._fused_field, 1.2, ti, x[0], 8))(t),
-                            jax.vmap(lambda ti: field(lk._augmented_field, 1.2, ti, x[0]))(t)),
-    }
+    @jax.jit
+    def all_cases(scales, t, x):
+        ref = jax.vmap(lambda s, ti, xi: field(lk._augmented_field, s, ti, xi))(scales, t, x)
+        return {
+            "the solve's case": (jax.vmap(lambda ti, xi: field(lk._fused_field, 1.2, ti, xi, 8))(t, x),
+                                 jax.vmap(lambda ti, xi: field(lk._augmented_field, 1.2, ti, xi))(t, x)),
+            "per-example constants": (jax.vmap(lambda s, ti, xi: field(lk._fused_field, s, ti, xi, 8))(scales, t, x),
+                                      ref),
+            "another batch size": (jax.vmap(lambda s, ti, xi: field(lk._fused_field, s, ti, xi, 4))(scales, t, x),
+                                   ref),
+            "unbatched state": (jax.vmap(lambda ti: field(lk._fused_field, 1.2, ti, x[0], 8))(t),
+                                jax.vmap(lambda ti: field(lk._augmented_field, 1.2, ti, x[0]))(t)),
+        }
+
+    cases = all_cases(scales, t, x)
     for name, ((f, d), (f_ref, d_ref)) in cases.items():
         assert f.shape == f_ref.shape and d.shape == (8,), name
         np.testing.assert_allclose(f, f_ref, rtol=1e-13, atol=1e-13, err_msg=name)
@@ -323,6 +329,7 @@ def test_fused_field_under_other_vmaps(x64):
     assert float(jnp.std(cases["the solve's case"][0][1])) > 0.1      # distinct divergences per example
 
 
+@pytest.mark.slow
 @pytest.mark.compile_bound
 def test_gradients_of_logp_are_the_score(x64):
     """``d log p_eps(x) / dx`` is the score at ``eps``: reverse mode through a fixed-step solve (60 Dopri5 steps)
