@@ -84,6 +84,17 @@ def pytest_runtest_setup(item):
         _LEVEL["unoptimised"] = unoptimised
 
 
+class ShapeRecorder:
+    """A plain (non-pytree) score recording the shapes it is traced with (a Python side effect)."""
+
+    def __init__(self, inner):
+        self.inner, self.shapes = inner, set()
+
+    def __call__(self, x, t):
+        self.shapes.add(x.shape)
+        return self.inner(x, t)
+
+
 def build_once(tmp_path_factory, name, build):
     """``build(directory) -> JSON-able`` runs once per test session, however many xdist workers need it; each
     caller gets its own copy of the directory and the returned value.

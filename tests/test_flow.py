@@ -9,6 +9,7 @@ import pytest
 
 import sde_jax as sj
 from sde_jax import flow
+from conftest import ShapeRecorder
 from sampler_targets import MIXTURE
 
 SDE = sj.VPSDE()
@@ -133,17 +134,6 @@ def test_a_solver_added_to_the_one_table_serves_sampler_and_likelihood(monkeypat
 # The batch-native vector field of adaptive solves (flow.batch_native).
 
 
-class _Shapes:
-    """A plain (non-pytree) score recording the shapes it is traced with (a Python side effect)."""
-
-    def __init__(self, inner):
-        self.inner, self.shapes = inner, set()
-
-    def __call__(self, x, t):
-        self.shapes.add(x.shape)
-        return self.inner(x, t)
-
-
 @pytest.mark.slow
 @pytest.mark.compile_bound
 def test_adaptive_solves_call_the_score_on_the_whole_batch(x64, monkeypatch):
@@ -155,14 +145,14 @@ def test_adaptive_solves_call_the_score_on_the_whole_batch(x64, monkeypatch):
     sde = sj.VPSDE()
 
     def run():
-        score = _Shapes(MIXTURE.perturbed_score(sde))
+        score = ShapeRecorder(MIXTURE.perturbed_score(sde))
         kw = dict(x_init=z, eps=1e-3, denoise=False)
         a, n_a = sj.ode_sample(None, sde, score, z.shape, solver="dopri5", rtol=1e-6, atol=1e-6, **kw)
         b, n_b = sj.samplers.adaptive_sde_sample(jax.random.key(1), sde, score, z.shape, **kw)
         return (np.asarray(a), int(n_a), np.asarray(b), int(n_b)), score.shapes
 
     (a, n_a, b, n_b), shapes = run()
-    fixed = _Shapes(MIXTURE.perturbed_score(sde))
+    fixed = ShapeRecorder(MIXTURE.perturbed_score(sde))
     sj.ode_sample(None, sde, fixed, z.shape, x_init=z, solver="heun", num_steps=3, eps=1e-3, denoise=False)
     monkeypatch.setattr(flow, "batch_native", lambda per_example, batched, example, batch: per_example)
     (a_ref, n_a_ref, b_ref, n_b_ref), shapes_ref = run()

@@ -41,7 +41,7 @@ import sde_jax.likelihood as lk
 from sde_jax.likelihood import bits_per_dim, bits_per_dim_offset, decode_latent, log_likelihood
 from sde_jax.parallel import make_data_mesh
 
-from conftest import build_once
+from conftest import ShapeRecorder, build_once
 
 SDES = {"vp": sj.VPSDE, "subvp": sj.SubVPSDE, "ve": sj.VESDE}
 EPS = 1e-5
@@ -258,17 +258,6 @@ def test_adaptive_nfe_vs_fixed_step_at_equal_accuracy(x64):
 # The fused field of adaptive solves; gradients.
 
 
-class _Shapes:
-    """A plain (non-pytree) score recording the shapes it is traced with (a Python side effect)."""
-
-    def __init__(self, inner):
-        self.inner, self.shapes = inner, set()
-
-    def __call__(self, x, t):
-        self.shapes.add(x.shape)
-        return self.inner(x, t)
-
-
 @pytest.mark.compile_bound
 @pytest.mark.parametrize("divergence", ["exact", "hutchinson"])
 def test_fused_field_matches_the_per_example_field(x64, divergence):
@@ -281,7 +270,7 @@ def test_fused_field_matches_the_per_example_field(x64, divergence):
     config = lk.flow.flow_config("dopri5", None, 4096)
     out = {}
     for fused in (True, False):
-        score = _Shapes(gmm.perturbed_score(sde))
+        score = ShapeRecorder(gmm.perturbed_score(sde))
         out[fused] = lk._run(config, div, fused, None, jax.random.key(3), sde, score, x, EPS, 1e-5, 1e-5)
         out[fused] += (score.shapes,)
     (lp, z, info, shapes), (lp_ref, z_ref, info_ref, shapes_ref) = out[True], out[False]
